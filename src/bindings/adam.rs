@@ -1,0 +1,29 @@
+//! `_core.Adam`: Adam and AdamW (AdamW sets `decoupled_weight_decay`).
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::{optimizer_class, Group};
+use crate::engine::FromGroup;
+use crate::error::Result;
+use crate::kernels::adam::{Adam, AdamHyper};
+
+impl FromGroup for AdamHyper {
+    fn from_group(group: &Bound<'_, PyDict>) -> Result<Self> {
+        let g = Group(group);
+        let (beta1, beta2) = g.betas("betas")?;
+        Ok(AdamHyper {
+            lr: g.non_negative("lr")?,
+            beta1,
+            beta2,
+            eps: g.non_negative("eps")?,
+            weight_decay: g.non_negative("weight_decay")?,
+            l1: g.non_negative("l1")?,
+            amsgrad: g.flag("amsgrad")?,
+            maximize: g.flag("maximize")?,
+            decoupled: g.flag("decoupled_weight_decay")?,
+        })
+    }
+}
+
+optimizer_class!(PyAdam, "Adam", Adam);

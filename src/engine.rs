@@ -1,0 +1,659 @@
+//! The multi-tensor engine behind every optimizer class.
+//!
+//! Params are registered once (checked: float32/float64, C-contiguous,
+//! aligned, writeable, no two overlapping). State lives here, in one flat
+//! arena per dtype, so a step only has to check the grads, and then makes
+//! one call into [`kernels::multi::run`] per dtype with the GIL released.
+//!
+//! Memory checks use the array header directly instead of rust-numpy's
+//! borrow tracker: a step over 10,000 tensors would otherwise pay a
+//! hash-map borrow per array. A grad may not overlap any param; params are
+//! checked against each other when they are added.
+
+use std::marker::PhantomData;
+use std::sync::{Mutex, MutexGuard, TryLockError};
+
+use numpy::npyffi::{flags, NPY_ORDER, NPY_TYPES, PY_ARRAY_API};
+use numpy::{
+    PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray,
+    PyUntypedArrayMethods,
+};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::error::{Error, Result};
+use crate::kernels::{multi, Algorithm, Job, Real, MAX_SLOTS};
+
+/// Reads a param group dict into an algorithm's hyperparameters, checking
+/// every value. The one place hyperparameters are validated.
+pub trait FromGroup: Sized {
+    fn from_group(group: &Bound<'_, PyDict>) -> Result<Self>;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    F32,
+    F64,
+}
+
+impl Kind {
+    fn of(arr: &Bound<'_, PyUntypedArray>) -> Option<Kind> {
+        let dtype = arr.dtype();
+        if dtype.is_native_byteorder() == Some(false) {
+            return None;
+        }
+        let num = dtype.num();
+        if num == NPY_TYPES::NPY_FLOAT as i32 {
+            Some(Kind::F32)
+        } else if num == NPY_TYPES::NPY_DOUBLE as i32 {
+            Some(Kind::F64)
+        } else {
+            None
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::F32 => "float32",
+            Kind::F64 => "float64",
+        }
+    }
+
+    fn itemsize(self) -> usize {
+        match self {
+            Kind::F32 => 4,
+            Kind::F64 => 8,
+        }
+    }
+}
+
+struct Param {
+    array: Py<PyUntypedArray>,
+    label: String,
+    kind: Kind,
+    shape: Vec<usize>,
+    len: usize,
+    group: usize,
+    /// Where this param's state starts in its dtype's arena.
+    offset: usize,
+    /// The data pointer when it was added; a change means the array was
+    /// reallocated under us (`ndarray.resize(refcheck=False)`).
+    addr: usize,
+    step: u64,
+    /// Slots that hold state (torch creates some lazily).
+    live: [bool; MAX_SLOTS],
+}
+
+/// The state of all params of one dtype, slot by slot, end to end.
+struct Arena<T> {
+    len: usize,
+    /// Empty until a step first needs the slot.
+    slots: [Vec<T>; MAX_SLOTS],
+}
+
+impl<T: Real> Arena<T> {
+    fn new() -> Self {
+        Arena {
+            len: 0,
+            slots: [Vec::new(), Vec::new(), Vec::new()],
+        }
+    }
+
+    fn grow(&mut self, extra: usize) -> usize {
+        let offset = self.len;
+        self.len += extra;
+        for slot in self.slots.iter_mut().filter(|s| !s.is_empty()) {
+            slot.resize(self.len, T::ZERO);
+        }
+        offset
+    }
+
+    fn ensure(&mut self, k: usize) {
+        if self.slots[k].len() != self.len {
+            // Zeroed allocation: pages are only touched when first written.
+            self.slots[k] = vec![T::ZERO; self.len];
+        }
+    }
+
+    fn slice(&self, k: usize, p: &Param) -> &[T] {
+        &self.slots[k][p.offset..p.offset + p.len]
+    }
+}
+
+struct Inner {
+    params: Vec<Param>,
+    num_groups: usize,
+    f32: Arena<f32>,
+    f64: Arena<f64>,
+    /// Byte ranges `(start, end, param index)` of the non-empty params, sorted.
+    ranges: Vec<(usize, usize, usize)>,
+}
+
+impl Inner {
+    /// The param whose memory overlaps `[start, end)`, if any.
+    fn overlapping(&self, start: usize, end: usize) -> Option<usize> {
+        if start == end {
+            return None;
+        }
+        let k = self.ranges.partition_point(|r| r.1 <= start);
+        self.ranges.get(k).filter(|r| r.0 < end).map(|r| r.2)
+    }
+}
+
+pub struct Engine<A> {
+    inner: Mutex<Inner>,
+    algorithm: PhantomData<fn() -> A>,
+}
+
+fn header(arr: &Bound<'_, PyUntypedArray>) -> (usize, i32) {
+    // SAFETY: `arr` is a live ndarray; we only read two header fields.
+    unsafe {
+        let raw = arr.as_array_ptr();
+        ((*raw).data as usize, (*raw).flags)
+    }
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    match obj.cast::<PyUntypedArray>() {
+        Ok(arr) => format!("a NumPy array of dtype {}", arr.dtype()),
+        Err(_) => obj
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| "?".into()),
+    }
+}
+
+fn as_array<'a, 'py>(
+    obj: &'a Bound<'py, PyAny>,
+    what: &str,
+) -> Result<&'a Bound<'py, PyUntypedArray>> {
+    obj.cast::<PyUntypedArray>().map_err(|_| {
+        Error::Dtype(format!(
+            "{what} must be a NumPy float32 or float64 array, got {}",
+            type_name(obj)
+        ))
+    })
+}
+
+/// A C-ordered, aligned copy of `arr`.
+fn contiguous_copy<'py>(arr: &Bound<'py, PyUntypedArray>) -> PyResult<Bound<'py, PyAny>> {
+    let py = arr.py();
+    // SAFETY: PyArray_NewCopy returns a new reference or NULL with an exception set.
+    unsafe {
+        let copy = PY_ARRAY_API.PyArray_NewCopy(py, arr.as_array_ptr(), NPY_ORDER::NPY_CORDER);
+        Bound::from_owned_ptr_or_err(py, copy)
+    }
+}
+
+const IS_C_CONTIGUOUS: i32 = flags::NPY_ARRAY_C_CONTIGUOUS;
+const IS_ALIGNED: i32 = flags::NPY_ARRAY_ALIGNED;
+const IS_WRITEABLE: i32 = flags::NPY_ARRAY_WRITEABLE;
+
+impl<A> Engine<A>
+where
+    A: Algorithm,
+    A::Hyper: FromGroup,
+{
+    pub fn new() -> Self {
+        Engine {
+            inner: Mutex::new(Inner {
+                params: Vec::new(),
+                num_groups: 0,
+                f32: Arena::new(),
+                f64: Arena::new(),
+                ranges: Vec::new(),
+            }),
+            algorithm: PhantomData,
+        }
+    }
+
+    /// Two Python threads stepping one optimizer take turns: the waiting
+    /// one releases the GIL so the running step can finish.
+    fn lock(&self, py: Python<'_>) -> MutexGuard<'_, Inner> {
+        loop {
+            match self.inner.try_lock() {
+                Ok(guard) => return guard,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => py.detach(std::thread::yield_now),
+            }
+        }
+    }
+
+    pub fn num_params(&self, py: Python<'_>) -> usize {
+        self.lock(py).params.len()
+    }
+
+    pub fn steps(&self, py: Python<'_>) -> Vec<u64> {
+        self.lock(py).params.iter().map(|p| p.step).collect()
+    }
+
+    /// Registers params as group `group`; all or nothing.
+    pub fn add_params(
+        &self,
+        py: Python<'_>,
+        params: &[Bound<'_, PyAny>],
+        group: usize,
+        labels: &[String],
+    ) -> Result<()> {
+        if labels.len() != params.len() {
+            return Err(Error::Param(format!(
+                "got {} labels for {} params",
+                labels.len(),
+                params.len()
+            )));
+        }
+        let mut inner = self.lock(py);
+        let base = inner.params.len();
+        let mut ranges = inner.ranges.clone();
+        let mut staged = Vec::with_capacity(params.len());
+        for (k, (obj, label)) in params.iter().zip(labels).enumerate() {
+            let what = format!("param {label}");
+            let arr = as_array(obj, &what)?;
+            let kind = Kind::of(arr).ok_or_else(|| {
+                Error::Dtype(format!(
+                    "{what} must have dtype float32 or float64 (native byte order), got {}",
+                    arr.dtype()
+                ))
+            })?;
+            let (addr, fl) = header(arr);
+            if fl & IS_WRITEABLE == 0 {
+                return Err(Error::Param(format!("{what} is read-only")));
+            }
+            if fl & IS_C_CONTIGUOUS == 0 {
+                return Err(Error::Param(format!(
+                    "{what} is not C-contiguous: it is updated in place, so pass a contiguous \
+                     array (np.ascontiguousarray makes a copy that you would then train)"
+                )));
+            }
+            if fl & IS_ALIGNED == 0 {
+                return Err(Error::Param(format!("{what} is not aligned in memory")));
+            }
+            let len = arr.len();
+            if len > 0 {
+                ranges.push((addr, addr + len * kind.itemsize(), base + k));
+            }
+            staged.push(Param {
+                array: arr.clone().unbind(),
+                label: label.clone(),
+                kind,
+                shape: arr.shape().to_vec(),
+                len,
+                group,
+                offset: 0,
+                addr,
+                step: 0,
+                live: [false; MAX_SLOTS],
+            });
+        }
+        ranges.sort_unstable();
+        for pair in ranges.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            if b.0 < a.1 {
+                let name = |i: usize| {
+                    if i < base {
+                        inner.params[i].label.clone()
+                    } else {
+                        staged[i - base].label.clone()
+                    }
+                };
+                let how = if a.0 == b.0 && a.1 == b.1 {
+                    "are the same array (a param given twice)"
+                } else {
+                    "share memory"
+                };
+                return Err(Error::Param(format!(
+                    "params {} and {} {how}",
+                    name(a.2.min(b.2)),
+                    name(a.2.max(b.2))
+                )));
+            }
+        }
+        // Checked; now commit.
+        for mut p in staged {
+            p.offset = match p.kind {
+                Kind::F32 => inner.f32.grow(p.len),
+                Kind::F64 => inner.f64.grow(p.len),
+            };
+            inner.params.push(p);
+        }
+        inner.ranges = ranges;
+        inner.num_groups = inner.num_groups.max(group + 1);
+        Ok(())
+    }
+
+    /// One step over all params whose grad is not None.
+    pub fn step(
+        &self,
+        py: Python<'_>,
+        grads: &Bound<'_, PyAny>,
+        groups: &Bound<'_, PyList>,
+    ) -> PyResult<()> {
+        let mut inner = self.lock(py);
+        let inner = &mut *inner;
+        if groups.len() != inner.num_groups {
+            return Err(Error::Param(format!(
+                "got {} param groups, the optimizer has {}",
+                groups.len(),
+                inner.num_groups
+            ))
+            .into());
+        }
+        let hypers = groups
+            .iter()
+            .map(|g| {
+                let dict = g.cast::<PyDict>().map_err(|_| {
+                    Error::Dtype(format!("a param group must be a dict, got {}", type_name(&g)))
+                })?;
+                A::Hyper::from_group(dict)
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        let grads = grads.try_iter().map_err(|_| {
+            Error::Dtype(format!(
+                "grads must be a list of arrays, got {}",
+                type_name(grads)
+            ))
+        })?;
+        let grads = grads.collect::<PyResult<Vec<_>>>()?;
+        if grads.len() != inner.params.len() {
+            return Err(Error::Grad(format!(
+                "got {} grads for {} params",
+                grads.len(),
+                inner.params.len()
+            ))
+            .into());
+        }
+
+        // Pass 1: check every grad (and that no param changed under us).
+        let mut copies = Vec::new();
+        let mut ready: Vec<Option<usize>> = Vec::with_capacity(grads.len());
+        for (i, (p, g)) in inner.params.iter().zip(&grads).enumerate() {
+            if g.is_none() {
+                ready.push(None);
+                continue;
+            }
+            let param = p.array.bind(py);
+            let (addr, fl) = header(param);
+            if addr != p.addr || param.len() != p.len {
+                return Err(Error::Param(format!(
+                    "param {} was resized or reallocated after it was added",
+                    p.label
+                ))
+                .into());
+            }
+            if fl & IS_WRITEABLE == 0 {
+                return Err(Error::Param(format!("param {} is read-only", p.label)).into());
+            }
+            let what = format!("grad for param {}", p.label);
+            let arr = as_array(g, &what)?;
+            match Kind::of(arr) {
+                Some(kind) if kind == p.kind => {}
+                _ => {
+                    return Err(Error::Dtype(format!(
+                        "{what} has dtype {}, the param has {}",
+                        arr.dtype(),
+                        p.kind.name()
+                    ))
+                    .into())
+                }
+            }
+            if arr.shape() != p.shape.as_slice() {
+                return Err(Error::Grad(format!(
+                    "{what} has shape {:?}, the param has shape {:?}",
+                    arr.shape(),
+                    p.shape
+                ))
+                .into());
+            }
+            let (gaddr, gfl) = header(arr);
+            let addr = if gfl & IS_C_CONTIGUOUS != 0 && gfl & IS_ALIGNED != 0 {
+                let end = gaddr + p.len * p.kind.itemsize();
+                if let Some(j) = inner.overlapping(gaddr, end) {
+                    let whose = if j == i {
+                        "its param".to_string()
+                    } else {
+                        format!("param {}", inner.params[j].label)
+                    };
+                    return Err(Error::Grad(format!(
+                        "{what} shares memory with {whose}; pass a copy"
+                    ))
+                    .into());
+                }
+                gaddr
+            } else {
+                // Strided or Fortran-ordered: read it in index order from a copy.
+                let copy = contiguous_copy(arr)?;
+                let addr = header(copy.cast::<PyUntypedArray>()?).0;
+                copies.push(copy);
+                addr
+            };
+            ready.push(Some(addr));
+        }
+
+        // Pass 2: everything checked. Allocate the state slots this step
+        // needs before taking any pointer into them, then build the work lists.
+        for (p, grad) in inner.params.iter().zip(&ready) {
+            if grad.is_some() {
+                let used = A::slots_used(&hypers[p.group]);
+                for k in (0..MAX_SLOTS).filter(|&k| used[k]) {
+                    match p.kind {
+                        Kind::F32 => inner.f32.ensure(k),
+                        Kind::F64 => inner.f64.ensure(k),
+                    }
+                }
+            }
+        }
+        let mut jobs32 = Vec::new();
+        let mut jobs64 = Vec::new();
+        for (p, grad) in inner.params.iter_mut().zip(&ready) {
+            let Some(grad) = *grad else { continue };
+            let hyper = &hypers[p.group];
+            let used = A::slots_used(hyper);
+            let fresh = p.live.map(|l| !l);
+            p.step += 1;
+            match p.kind {
+                Kind::F32 => jobs32.push(job::<A, f32>(&mut inner.f32, p, grad, hyper, used, fresh)),
+                Kind::F64 => jobs64.push(job::<A, f64>(&mut inner.f64, p, grad, hyper, used, fresh)),
+            }
+            for (live, u) in p.live.iter_mut().zip(used) {
+                *live |= u;
+            }
+        }
+        py.detach(move || {
+            // SAFETY: pass 1 checked every grad (right length, no overlap with
+            // any param); params never overlap each other; state slices are
+            // disjoint ranges of arenas that are not resized during the run;
+            // `copies`, the param arrays and `grads` outlive this call.
+            unsafe {
+                multi::run::<A, f32>(&mut jobs32);
+                multi::run::<A, f64>(&mut jobs64);
+            }
+        });
+        drop(copies);
+        Ok(())
+    }
+
+    /// Each param's state as fresh arrays: `{"step": n, slot: array, ...}`.
+    pub fn state<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let inner = self.lock(py);
+        inner
+            .params
+            .iter()
+            .map(|p| {
+                let dict = PyDict::new(py);
+                dict.set_item("step", p.step)?;
+                for (k, name) in A::SLOTS.iter().enumerate() {
+                    if !p.live[k] {
+                        continue;
+                    }
+                    let arr = match p.kind {
+                        Kind::F32 => export(py, inner.f32.slice(k, p), &p.shape)?,
+                        Kind::F64 => export(py, inner.f64.slice(k, p), &p.shape)?,
+                    };
+                    dict.set_item(*name, arr)?;
+                }
+                Ok(dict)
+            })
+            .collect()
+    }
+
+    /// Replaces all state from a list like [`Engine::state`] returns. Checks
+    /// everything first: on error the optimizer keeps its old state.
+    pub fn load_state(&self, py: Python<'_>, states: &Bound<'_, PyList>) -> PyResult<()> {
+        let mut inner = self.lock(py);
+        let inner = &mut *inner;
+        if states.len() != inner.params.len() {
+            return Err(Error::State(format!(
+                "the state_dict has state for {} params, the optimizer has {}",
+                states.len(),
+                inner.params.len()
+            ))
+            .into());
+        }
+        let np = py.import("numpy")?;
+        let mut staged = Vec::with_capacity(states.len());
+        for (p, entry) in inner.params.iter().zip(states.iter()) {
+            let dict = entry.cast::<PyDict>().map_err(|_| {
+                Error::State(format!("state of param {} must be a dict", p.label))
+            })?;
+            let mut step = 0u64;
+            let mut slots: [Option<Staged>; MAX_SLOTS] = [None, None, None];
+            for (key, value) in dict.iter() {
+                let key: String = key.extract().map_err(|_| {
+                    Error::State(format!("state of param {} has a non-string key", p.label))
+                })?;
+                if key == "step" {
+                    step = value
+                        .extract::<f64>()
+                        .ok()
+                        .filter(|s| s.fract() == 0.0 && *s >= 0.0 && *s < 2f64.powi(53))
+                        .ok_or_else(|| {
+                            Error::State(format!(
+                                "step of param {} must be a whole number >= 0",
+                                p.label
+                            ))
+                        })? as u64;
+                    continue;
+                }
+                let Some(k) = A::SLOTS.iter().position(|s| *s == key) else {
+                    return Err(Error::State(format!(
+                        "state of param {} has unknown key '{key}' (expected step, {})",
+                        p.label,
+                        A::SLOTS.join(", ")
+                    ))
+                    .into());
+                };
+                let what = format!("state '{key}' of param {}", p.label);
+                let arr = value.cast::<PyUntypedArray>().map_err(|_| {
+                    Error::State(format!("{what} must be a NumPy array, got {}", type_name(&value)))
+                })?;
+                if arr.shape() != p.shape.as_slice() {
+                    return Err(Error::State(format!(
+                        "{what} has shape {:?}, the param has shape {:?}",
+                        arr.shape(),
+                        p.shape
+                    ))
+                    .into());
+                }
+                let converted = np
+                    .getattr("ascontiguousarray")?
+                    .call1((arr, p.kind.name()))
+                    .map_err(|e| Error::State(format!("{what} cannot be read as numbers: {e}")))?;
+                slots[k] = Some(match p.kind {
+                    Kind::F32 => Staged::F32(read_all::<f32>(&converted)?),
+                    Kind::F64 => Staged::F64(read_all::<f64>(&converted)?),
+                });
+            }
+            staged.push((step, slots));
+        }
+        // Checked; now commit.
+        for (p, (step, slots)) in inner.params.iter_mut().zip(staged) {
+            p.step = step;
+            for (k, slot) in slots.into_iter().enumerate() {
+                p.live[k] = slot.is_some();
+                match (p.kind, slot) {
+                    (Kind::F32, slot) => store(&mut inner.f32, k, p, slot.map(Staged::f32)),
+                    (Kind::F64, slot) => store(&mut inner.f64, k, p, slot.map(Staged::f64)),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<A> Default for Engine<A>
+where
+    A: Algorithm,
+    A::Hyper: FromGroup,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+enum Staged {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl Staged {
+    fn f32(self) -> Vec<f32> {
+        match self {
+            Staged::F32(v) => v,
+            Staged::F64(_) => unreachable!("staged with the param's dtype"),
+        }
+    }
+    fn f64(self) -> Vec<f64> {
+        match self {
+            Staged::F64(v) => v,
+            Staged::F32(_) => unreachable!("staged with the param's dtype"),
+        }
+    }
+}
+
+fn read_all<T: Real + numpy::Element>(obj: &Bound<'_, PyAny>) -> PyResult<Vec<T>> {
+    let arr = obj.cast::<PyArrayDyn<T>>()?;
+    let view = arr.try_readonly().map_err(|e| Error::State(e.to_string()))?;
+    Ok(view.as_slice().map_err(|e| Error::State(e.to_string()))?.to_vec())
+}
+
+fn store<T: Real>(arena: &mut Arena<T>, k: usize, p: &Param, values: Option<Vec<T>>) {
+    match values {
+        Some(v) => {
+            arena.ensure(k);
+            arena.slots[k][p.offset..p.offset + p.len].copy_from_slice(&v);
+        }
+        None if !arena.slots[k].is_empty() => {
+            arena.slots[k][p.offset..p.offset + p.len].fill(T::ZERO);
+        }
+        None => {}
+    }
+}
+
+fn export<'py, T: Real + numpy::Element>(
+    py: Python<'py>,
+    values: &[T],
+    shape: &[usize],
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(PyArray1::from_slice(py, values).reshape(shape)?.into_any())
+}
+
+fn job<A: Algorithm, T: Real>(
+    arena: &mut Arena<T>,
+    p: &Param,
+    grad: usize,
+    hyper: &A::Hyper,
+    used: [bool; MAX_SLOTS],
+    fresh: [bool; MAX_SLOTS],
+) -> Job<T, A::Scalars<T>> {
+    let mut state = [std::ptr::null_mut(); MAX_SLOTS];
+    for k in (0..MAX_SLOTS).filter(|&k| used[k]) {
+        debug_assert_eq!(arena.slots[k].len(), arena.len, "slot allocated in pass 2");
+        // SAFETY: `offset + len` lies within the arena.
+        state[k] = unsafe { arena.slots[k].as_mut_ptr().add(p.offset) };
+    }
+    let scalars = A::scalars::<T>(hyper, p.step, fresh);
+    // SAFETY: see `Engine::step`.
+    unsafe { Job::from_raw(p.addr as *mut T, grad as *const T, state, p.len, scalars) }
+}

@@ -1,0 +1,145 @@
+//! Adam and AdamW (torch.optim.Adam / AdamW, single-tensor form).
+//!
+//! ```text
+//! g  = ±grad                                  (maximize flips the sign)
+//! g += wd·p + l1·sign(p)                      (coupled L2 and L1)
+//! p *= 1 − lr·wd                              (decoupled, AdamW)
+//! m  = m + (1−β1)(g − m)
+//! v  = β2·v + (1−β2)·g²
+//! v̂  = max(v̂, v)                              (amsgrad)
+//! p -= lr/(1−β1ᵗ) · m / (√v / √(1−β2ᵗ) + ε)
+//! ```
+
+use super::{simd, Algorithm, Real, MAX_SLOTS};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamHyper {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub l1: f64,
+    pub amsgrad: bool,
+    pub maximize: bool,
+    /// AdamW: weight decay multiplies the param instead of joining the grad.
+    pub decoupled: bool,
+}
+
+impl Default for AdamHyper {
+    fn default() -> Self {
+        AdamHyper {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            l1: 0.0,
+            amsgrad: false,
+            maximize: false,
+            decoupled: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct AdamScalars<T> {
+    grad_sign: T,
+    coupled_wd: T,
+    l1: T,
+    /// 1 − lr·wd for AdamW, exactly 1 otherwise.
+    decay: T,
+    one_minus_beta1: T,
+    beta2: T,
+    one_minus_beta2: T,
+    neg_step_size: T,
+    bias_correction2_sqrt: T,
+    eps: T,
+    regularize: bool,
+    amsgrad: bool,
+}
+
+pub struct Adam;
+
+impl Algorithm for Adam {
+    const SLOTS: &'static [&'static str] = &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"];
+    type Hyper = AdamHyper;
+    type Scalars<T: Real> = AdamScalars<T>;
+
+    fn slots_used(h: &AdamHyper) -> [bool; MAX_SLOTS] {
+        [true, true, h.amsgrad]
+    }
+
+    fn scalars<T: Real>(h: &AdamHyper, step: u64, _fresh: [bool; MAX_SLOTS]) -> AdamScalars<T> {
+        let t = step as f64;
+        let bias_correction1 = 1.0 - h.beta1.powf(t);
+        let bias_correction2 = 1.0 - h.beta2.powf(t);
+        let decoupled = h.decoupled && h.weight_decay != 0.0;
+        let coupled_wd = if decoupled { 0.0 } else { h.weight_decay };
+        AdamScalars {
+            grad_sign: T::from_f64(if h.maximize { -1.0 } else { 1.0 }),
+            coupled_wd: T::from_f64(coupled_wd),
+            l1: T::from_f64(h.l1),
+            decay: T::from_f64(if decoupled { 1.0 - h.lr * h.weight_decay } else { 1.0 }),
+            one_minus_beta1: T::from_f64(1.0 - h.beta1),
+            beta2: T::from_f64(h.beta2),
+            one_minus_beta2: T::from_f64(1.0 - h.beta2),
+            neg_step_size: T::from_f64(-(h.lr / bias_correction1)),
+            bias_correction2_sqrt: T::from_f64(bias_correction2.sqrt()),
+            eps: T::from_f64(h.eps),
+            regularize: coupled_wd != 0.0 || h.l1 != 0.0,
+            amsgrad: h.amsgrad,
+        }
+    }
+
+    fn update<T: Real>(
+        param: &mut [T],
+        grad: &[T],
+        state: [&mut [T]; MAX_SLOTS],
+        s: &AdamScalars<T>,
+    ) {
+        let [m, v, vmax] = state;
+        match (s.amsgrad, s.regularize) {
+            (false, false) => simd::dispatch(|| adam::<T, false, false>(param, grad, m, v, vmax, s)),
+            (false, true) => simd::dispatch(|| adam::<T, false, true>(param, grad, m, v, vmax, s)),
+            (true, false) => simd::dispatch(|| adam::<T, true, false>(param, grad, m, v, vmax, s)),
+            (true, true) => simd::dispatch(|| adam::<T, true, true>(param, grad, m, v, vmax, s)),
+        }
+    }
+}
+
+#[inline(always)]
+fn adam<T: Real, const AMSGRAD: bool, const REGULARIZE: bool>(
+    param: &mut [T],
+    grad: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    vmax: &mut [T],
+    s: &AdamScalars<T>,
+) {
+    let n = param.len();
+    let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
+    let vmax = if AMSGRAD { &mut vmax[..n] } else { vmax };
+    for i in 0..n {
+        let p = param[i];
+        let mut g = grad[i] * s.grad_sign;
+        if REGULARIZE {
+            g = g + s.coupled_wd * p + s.l1 * p.sign();
+        }
+        let p = p * s.decay;
+        // torch's lerp for weights below 0.5.
+        let mi = m[i] + s.one_minus_beta1 * (g - m[i]);
+        let vi = v[i] * s.beta2 + s.one_minus_beta2 * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        let second = if AMSGRAD {
+            let hi = vmax[i].max_val(vi);
+            vmax[i] = hi;
+            hi
+        } else {
+            vi
+        };
+        let denom = second.sqrt() / s.bias_correction2_sqrt + s.eps;
+        param[i] = p + s.neg_step_size * mi / denom;
+    }
+}

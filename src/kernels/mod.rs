@@ -1,0 +1,65 @@
+//! Pure-Rust update kernels: plain functions over slices, no Python.
+//!
+//! Each algorithm lives in its own file and implements [`Algorithm`]; the
+//! shared pieces are [`simd`] (run-time instruction-set dispatch),
+//! [`parallel`] (the thread pool) and [`multi`] (one pass over many tensors).
+
+pub mod adam;
+pub mod multi;
+pub mod parallel;
+pub mod real;
+pub mod rmsprop;
+pub mod sgd;
+pub mod simd;
+
+#[cfg(test)]
+mod tests;
+
+pub use multi::{Job, MAX_SLOTS};
+pub use real::Real;
+
+/// One optimizer's update rule.
+///
+/// `Hyper` holds a param group's hyperparameters (f64, as the user gave
+/// them); `Scalars<T>` holds what one tensor's step needs, computed once per
+/// step in f64 and then rounded to the param's dtype.
+pub trait Algorithm: Sync {
+    /// State names (torch.optim's), one per slot.
+    const SLOTS: &'static [&'static str];
+    type Hyper: Sync;
+    type Scalars<T: Real>: Copy + Send + Sync;
+
+    /// The slots a step with these hyperparameters reads and writes.
+    fn slots_used(h: &Self::Hyper) -> [bool; MAX_SLOTS];
+
+    /// Scalars for step number `step` (1-based, already counted); `fresh[k]`
+    /// is true while slot `k` of this tensor has never been written.
+    fn scalars<T: Real>(h: &Self::Hyper, step: u64, fresh: [bool; MAX_SLOTS]) -> Self::Scalars<T>;
+
+    /// Updates `param` and the used state slots in place, one pass over memory.
+    /// All slices have `param.len()` elements except unused slots, which are empty.
+    fn update<T: Real>(
+        param: &mut [T],
+        grad: &[T],
+        state: [&mut [T]; MAX_SLOTS],
+        s: &Self::Scalars<T>,
+    );
+}
+
+/// Applies one algorithm to whole slices: the single-tensor entry point,
+/// parallel over chunks when the tensor is large.
+pub fn step_slices<A: Algorithm, T: Real>(
+    param: &mut [T],
+    grad: &[T],
+    state: [&mut [T]; MAX_SLOTS],
+    s: &A::Scalars<T>,
+) {
+    assert_eq!(grad.len(), param.len(), "grad length");
+    for slot in state.iter() {
+        assert!(slot.is_empty() || slot.len() == param.len(), "state length");
+    }
+    let [s0, s1, s2] = state;
+    let mut jobs = [Job::new(param, grad, [s0, s1, s2], *s)];
+    // SAFETY: the job is built from live, disjoint slices borrowed for this call.
+    unsafe { multi::run::<A, T>(&mut jobs) };
+}

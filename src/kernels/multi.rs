@@ -1,0 +1,126 @@
+//! One pass over many tensors.
+//!
+//! A step over thousands of small tensors must not fan threads out per
+//! tensor. The tensors are laid end to end in one flat element space, that
+//! space is cut into equal chunks, and each chunk walks the tensors it covers.
+
+use std::ptr;
+
+use super::{parallel, Algorithm, Real};
+
+pub const MAX_SLOTS: usize = 3;
+
+/// One tensor's share of a step, as raw parts. Built by the caller after it
+/// has checked that every buffer is live, long enough, and that no written
+/// buffer overlaps any other buffer of the step.
+pub struct Job<T, S> {
+    param: *mut T,
+    grad: *const T,
+    /// Null where the slot is unused.
+    state: [*mut T; MAX_SLOTS],
+    len: usize,
+    /// Offset of this tensor in the flat element space; set by [`run`].
+    start: usize,
+    scalars: S,
+}
+
+// SAFETY: jobs only travel to the pool's threads for the duration of `run`,
+// and the chunks they hand out are disjoint.
+unsafe impl<T: Send, S: Send> Send for Job<T, S> {}
+unsafe impl<T: Send, S: Sync> Sync for Job<T, S> {}
+
+impl<T: Real, S: Copy> Job<T, S> {
+    /// A job from slices; unused state slots are empty slices.
+    pub fn new(param: &mut [T], grad: &[T], state: [&mut [T]; MAX_SLOTS], scalars: S) -> Self {
+        let len = param.len();
+        let state = state.map(|s| {
+            if s.is_empty() {
+                ptr::null_mut()
+            } else {
+                s.as_mut_ptr()
+            }
+        });
+        Job {
+            param: param.as_mut_ptr(),
+            grad: grad.as_ptr(),
+            state,
+            len,
+            start: 0,
+            scalars,
+        }
+    }
+
+    /// A job from raw pointers.
+    ///
+    /// # Safety
+    /// `param`, `grad` and every non-null `state` pointer must be valid for
+    /// `len` elements until [`run`] returns, and the written buffers (param
+    /// and state) must not overlap each other or any other buffer of the run.
+    pub unsafe fn from_raw(
+        param: *mut T,
+        grad: *const T,
+        state: [*mut T; MAX_SLOTS],
+        len: usize,
+        scalars: S,
+    ) -> Self {
+        Job {
+            param,
+            grad,
+            state,
+            len,
+            start: 0,
+            scalars,
+        }
+    }
+
+    /// Updates elements `[lo, hi)` of this tensor.
+    ///
+    /// # Safety
+    /// As for [`Job::from_raw`], and no other thread touches `[lo, hi)`.
+    #[inline]
+    unsafe fn apply<A: Algorithm<Scalars<T> = S>>(&self, lo: usize, hi: usize) {
+        let n = hi - lo;
+        // SAFETY: upheld by the caller; `lo..hi` lies within `0..len`.
+        unsafe {
+            let param = std::slice::from_raw_parts_mut(self.param.add(lo), n);
+            let grad = std::slice::from_raw_parts(self.grad.add(lo), n);
+            let state = self.state.map(|s| {
+                if s.is_null() {
+                    &mut [][..]
+                } else {
+                    std::slice::from_raw_parts_mut(s.add(lo), n)
+                }
+            });
+            A::update(param, grad, state, &self.scalars);
+        }
+    }
+}
+
+/// Runs one step of `A` over all `jobs`, split into chunks that span tensors.
+///
+/// # Safety
+/// Every job must satisfy the contract of [`Job::from_raw`].
+pub unsafe fn run<A: Algorithm, T: Real>(jobs: &mut [Job<T, A::Scalars<T>>]) {
+    let mut total = 0usize;
+    for job in jobs.iter_mut() {
+        job.start = total;
+        total += job.len;
+    }
+    let jobs = &*jobs;
+    parallel::for_each_range(total, |lo, hi| {
+        // The first tensor that ends after `lo`.
+        let mut k = jobs.partition_point(|j| j.start + j.len <= lo);
+        let mut pos = lo;
+        while pos < hi {
+            let job = &jobs[k];
+            let a = pos - job.start;
+            let b = (hi - job.start).min(job.len);
+            if b > a {
+                // SAFETY: chunks are disjoint, so `[a, b)` of this tensor is ours alone.
+                unsafe { job.apply::<A>(a, b) };
+            }
+            pos = job.start + b;
+            k += 1;
+        }
+    });
+}

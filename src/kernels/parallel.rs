@@ -1,0 +1,89 @@
+//! The thread pool and how work is split across it.
+
+use std::sync::{Arc, OnceLock, RwLock};
+
+use rayon::{ThreadPool, ThreadPoolBuilder};
+
+/// Below this many elements a step runs on the calling thread: waking the
+/// pool costs more than the update itself.
+pub const PARALLEL_MIN_ELEMS: usize = 1 << 15;
+/// Work items are never smaller than this, so per-item overhead stays small.
+const MIN_CHUNK: usize = 1 << 13;
+/// ...and never larger than this, so the threads stay balanced.
+const MAX_CHUNK: usize = 1 << 18;
+
+static POOL: OnceLock<RwLock<Arc<ThreadPool>>> = OnceLock::new();
+
+fn default_threads() -> usize {
+    std::env::var("FERROPTIM_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+}
+
+fn build(threads: usize) -> Result<Arc<ThreadPool>, String> {
+    ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("ferroptim-{i}"))
+        .build()
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}
+
+fn cell() -> &'static RwLock<Arc<ThreadPool>> {
+    POOL.get_or_init(|| {
+        let pool = build(default_threads())
+            .or_else(|_| build(1))
+            .expect("a one-thread pool can always be built");
+        RwLock::new(pool)
+    })
+}
+
+/// The pool the kernels run on.
+pub fn pool() -> Arc<ThreadPool> {
+    cell().read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+pub fn num_threads() -> usize {
+    pool().current_num_threads()
+}
+
+/// Replaces the pool. Steps already running finish on the old one.
+pub fn set_num_threads(threads: usize) -> Result<(), String> {
+    if threads == 0 {
+        return Err("the number of threads must be at least 1".into());
+    }
+    let pool = build(threads)?;
+    *cell().write().unwrap_or_else(|e| e.into_inner()) = pool;
+    Ok(())
+}
+
+/// How many elements one work item covers for `total` elements on `threads`
+/// threads. Purely a function of its arguments.
+pub fn chunk_len(total: usize, threads: usize) -> usize {
+    (total / (threads.max(1) * 4)).clamp(MIN_CHUNK, MAX_CHUNK)
+}
+
+/// Calls `body(start, end)` over `[0, total)` cut into chunks, in parallel
+/// when the work is large enough.
+pub fn for_each_range(total: usize, body: impl Fn(usize, usize) + Sync) {
+    let pool = pool();
+    let threads = pool.current_num_threads();
+    if total < PARALLEL_MIN_ELEMS || threads == 1 {
+        body(0, total);
+        return;
+    }
+    let chunk = chunk_len(total, threads);
+    let items = total.div_ceil(chunk);
+    pool.install(|| {
+        use rayon::prelude::*;
+        (0..items)
+            .into_par_iter()
+            .for_each(|k| body(k * chunk, ((k + 1) * chunk).min(total)));
+    });
+}
