@@ -1,0 +1,5 @@
+import sys
+
+from ferroptim.cli import main
+
+sys.exit(main())
