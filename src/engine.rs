@@ -343,7 +343,10 @@ where
             .iter()
             .map(|g| {
                 let dict = g.cast::<PyDict>().map_err(|_| {
-                    Error::Dtype(format!("a param group must be a dict, got {}", type_name(&g)))
+                    Error::Dtype(format!(
+                        "a param group must be a dict, got {}",
+                        type_name(&g)
+                    ))
                 })?;
                 A::Hyper::from_group(dict)
             })
@@ -453,8 +456,12 @@ where
             let fresh = p.live.map(|l| !l);
             p.step += 1;
             match p.kind {
-                Kind::F32 => jobs32.push(job::<A, f32>(&mut inner.f32, p, grad, hyper, used, fresh)),
-                Kind::F64 => jobs64.push(job::<A, f64>(&mut inner.f64, p, grad, hyper, used, fresh)),
+                Kind::F32 => {
+                    jobs32.push(job::<A, f32>(&mut inner.f32, p, grad, hyper, used, fresh))
+                }
+                Kind::F64 => {
+                    jobs64.push(job::<A, f64>(&mut inner.f64, p, grad, hyper, used, fresh))
+                }
             }
             for (live, u) in p.live.iter_mut().zip(used) {
                 *live |= u;
@@ -514,9 +521,9 @@ where
         let np = py.import("numpy")?;
         let mut staged = Vec::with_capacity(states.len());
         for (p, entry) in inner.params.iter().zip(states.iter()) {
-            let dict = entry.cast::<PyDict>().map_err(|_| {
-                Error::State(format!("state of param {} must be a dict", p.label))
-            })?;
+            let dict = entry
+                .cast::<PyDict>()
+                .map_err(|_| Error::State(format!("state of param {} must be a dict", p.label)))?;
             let mut step = 0u64;
             let mut slots: [Option<Staged>; MAX_SLOTS] = [None, None, None];
             for (key, value) in dict.iter() {
@@ -546,7 +553,10 @@ where
                 };
                 let what = format!("state '{key}' of param {}", p.label);
                 let arr = value.cast::<PyUntypedArray>().map_err(|_| {
-                    Error::State(format!("{what} must be a NumPy array, got {}", type_name(&value)))
+                    Error::State(format!(
+                        "{what} must be a NumPy array, got {}",
+                        type_name(&value)
+                    ))
                 })?;
                 if arr.shape() != p.shape.as_slice() {
                     return Err(Error::State(format!(
@@ -614,8 +624,13 @@ impl Staged {
 
 fn read_all<T: Real + numpy::Element>(obj: &Bound<'_, PyAny>) -> PyResult<Vec<T>> {
     let arr = obj.cast::<PyArrayDyn<T>>()?;
-    let view = arr.try_readonly().map_err(|e| Error::State(e.to_string()))?;
-    Ok(view.as_slice().map_err(|e| Error::State(e.to_string()))?.to_vec())
+    let view = arr
+        .try_readonly()
+        .map_err(|e| Error::State(e.to_string()))?;
+    Ok(view
+        .as_slice()
+        .map_err(|e| Error::State(e.to_string()))?
+        .to_vec())
 }
 
 fn store<T: Real>(arena: &mut Arena<T>, k: usize, p: &Param, values: Option<Vec<T>>) {

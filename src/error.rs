@@ -37,7 +37,10 @@ create_exception!(
 #[derive(Debug)]
 pub enum Error {
     /// `name` is the hyperparameter's key, so the message can lead with it.
-    Hyper { name: String, detail: String },
+    Hyper {
+        name: String,
+        detail: String,
+    },
     Param(String),
     Grad(String),
     Dtype(String),
@@ -51,7 +54,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl From<Error> for PyErr {
     fn from(err: Error) -> PyErr {
         match err {
-            Error::Hyper { name, detail } => HyperparameterError::new_err(format!("{name}: {detail}")),
+            Error::Hyper { name, detail } => {
+                HyperparameterError::new_err(format!("{name}: {detail}"))
+            }
             Error::Param(m) => ParamError::new_err(m),
             Error::Grad(m) => GradError::new_err(m),
             Error::Dtype(m) => DtypeError::new_err(m),

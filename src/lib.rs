@@ -21,7 +21,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bindings::runtime::set_simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::runtime::get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::runtime::set_num_threads, m)?)?;
-    m.add("HyperparameterError", py.get_type::<error::HyperparameterError>())?;
+    m.add_function(wrap_pyfunction!(bindings::runtime::stream_add, m)?)?;
+    m.add(
+        "HyperparameterError",
+        py.get_type::<error::HyperparameterError>(),
+    )?;
     m.add("ParamError", py.get_type::<error::ParamError>())?;
     m.add("GradError", py.get_type::<error::GradError>())?;
     m.add("DtypeError", py.get_type::<error::DtypeError>())?;

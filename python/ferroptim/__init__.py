@@ -16,6 +16,7 @@ from ferroptim._core import (
 )
 from ferroptim.adam import Adam
 from ferroptim.adamw import AdamW
+from ferroptim.arena import ArenaGroup, ParamArena
 from ferroptim.optimizer import Optimizer
 from ferroptim.rmsprop import RMSprop
 from ferroptim.sgd import SGD
@@ -24,6 +25,8 @@ __all__ = [
     "SGD",
     "Adam",
     "AdamW",
+    "ArenaGroup",
+    "ParamArena",
     "Optimizer",
     "RMSprop",
     "__version__",

@@ -11,6 +11,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     demo = sub.add_parser("demo", help="fit small problems with every optimizer (the default)")
     demo.add_argument("--steps", type=int, default=200, help="optimizer steps per problem")
+    bench = sub.add_parser("bench", help="benchmark against torch.optim and NumPy")
+    bench.add_argument(
+        "--optimizers", default="sgd,adam,adamw,rmsprop", help="comma-separated list"
+    )
+    bench.add_argument("--full", action="store_true", help="add the GPT-2 small case (124M)")
+    bench.add_argument("--budget", type=float, default=1.0, help="seconds per case")
+    bench.add_argument("--no-threads", action="store_true", help="skip the thread scaling")
     return parser
 
 
@@ -25,6 +32,16 @@ def main(argv: list[str] | None = None) -> int:
         if steps < 1:
             parser.error("--steps must be >= 1")
         return demo.main(steps)
+    if command == "bench":
+        from ferroptim import bench
+
+        optimizers = [o.strip().lower() for o in args.optimizers.split(",") if o.strip()]
+        unknown = sorted(set(optimizers) - set(bench.BYTES_PER_PARAM))
+        if unknown or not optimizers:
+            parser.error(f"--optimizers: unknown {unknown}; choose from sgd, adam, adamw, rmsprop")
+        if not args.budget > 0:
+            parser.error("--budget must be > 0")
+        return bench.main(optimizers, args.full, args.budget, not args.no_threads)
     parser.error(f"unknown command {command!r}")
     return 2
 

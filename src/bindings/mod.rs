@@ -29,7 +29,10 @@ impl Group<'_, '_> {
         if v.is_finite() && v >= 0.0 {
             Ok(v)
         } else {
-            Err(hyper(key, &format!("must be a finite number >= 0, got {v}")))
+            Err(hyper(
+                key,
+                &format!("must be a finite number >= 0, got {v}"),
+            ))
         }
     }
 

@@ -38,3 +38,31 @@ pub fn set_num_threads(py: Python<'_>, n: i64) -> PyResult<()> {
     py.detach(|| parallel::set_num_threads(n))
         .map_err(|e| Error::Setting(format!("n: {e}")).into())
 }
+
+/// `a += b` in place on the kernels' thread pool: the bandwidth roofline
+/// the benchmarks report against (reads 8 or 16 bytes, writes 4 or 8 per element).
+#[pyfunction]
+pub fn stream_add(
+    py: Python<'_>,
+    a: &Bound<'_, numpy::PyArray1<f32>>,
+    b: &Bound<'_, numpy::PyArray1<f32>>,
+) -> PyResult<()> {
+    use numpy::PyArrayMethods;
+    let mut a = a
+        .try_readwrite()
+        .map_err(|e| Error::Setting(format!("a: {e}")))?;
+    let b = b
+        .try_readonly()
+        .map_err(|e| Error::Setting(format!("b: {e}")))?;
+    let a = a
+        .as_slice_mut()
+        .map_err(|e| Error::Setting(format!("a: {e}")))?;
+    let b = b
+        .as_slice()
+        .map_err(|e| Error::Setting(format!("b: {e}")))?;
+    if a.len() != b.len() {
+        return Err(Error::Setting("b: length differs from a".into()).into());
+    }
+    py.detach(|| crate::kernels::roofline::add_assign(a, b));
+    Ok(())
+}

@@ -80,7 +80,11 @@ impl Algorithm for Adam {
             grad_sign: T::from_f64(if h.maximize { -1.0 } else { 1.0 }),
             coupled_wd: T::from_f64(coupled_wd),
             l1: T::from_f64(h.l1),
-            decay: T::from_f64(if decoupled { 1.0 - h.lr * h.weight_decay } else { 1.0 }),
+            decay: T::from_f64(if decoupled {
+                1.0 - h.lr * h.weight_decay
+            } else {
+                1.0
+            }),
             one_minus_beta1: T::from_f64(1.0 - h.beta1),
             beta2: T::from_f64(h.beta2),
             one_minus_beta2: T::from_f64(1.0 - h.beta2),
@@ -100,7 +104,9 @@ impl Algorithm for Adam {
     ) {
         let [m, v, vmax] = state;
         match (s.amsgrad, s.regularize) {
-            (false, false) => simd::dispatch(|| adam::<T, false, false>(param, grad, m, v, vmax, s)),
+            (false, false) => {
+                simd::dispatch(|| adam::<T, false, false>(param, grad, m, v, vmax, s))
+            }
             (false, true) => simd::dispatch(|| adam::<T, false, true>(param, grad, m, v, vmax, s)),
             (true, false) => simd::dispatch(|| adam::<T, true, false>(param, grad, m, v, vmax, s)),
             (true, true) => simd::dispatch(|| adam::<T, true, true>(param, grad, m, v, vmax, s)),

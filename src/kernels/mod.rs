@@ -9,6 +9,7 @@ pub mod multi;
 pub mod parallel;
 pub mod real;
 pub mod rmsprop;
+pub mod roofline;
 pub mod sgd;
 pub mod simd;
 

@@ -64,7 +64,11 @@ impl Algorithm for Rmsprop {
         [true, h.momentum > 0.0, h.centered]
     }
 
-    fn scalars<T: Real>(h: &RmspropHyper, _step: u64, _fresh: [bool; MAX_SLOTS]) -> RmspropScalars<T> {
+    fn scalars<T: Real>(
+        h: &RmspropHyper,
+        _step: u64,
+        _fresh: [bool; MAX_SLOTS],
+    ) -> RmspropScalars<T> {
         RmspropScalars {
             grad_sign: T::from_f64(if h.maximize { -1.0 } else { 1.0 }),
             weight_decay: T::from_f64(h.weight_decay),

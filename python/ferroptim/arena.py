@@ -1,0 +1,148 @@
+"""A flat parameter arena: all of a model's params in one buffer.
+
+An optimizer built on an arena registers each group's params as a few
+contiguous runs of the buffer (usually one), so a step is one kernel pass
+with no per-tensor work, and ``opt.step()`` reads the grads from the arena.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ferroptim.exceptions import DtypeError, ParamError
+
+__all__ = ["ArenaGroup", "ParamArena"]
+
+Shape = tuple[int, ...]
+
+
+def _shape(name: str, shape: Any) -> Shape:
+    dims = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    if not all(isinstance(d, (int, np.integer)) and d >= 0 for d in dims):
+        raise ParamError(f"shape of {name!r} must be non-negative integers, got {shape!r}")
+    return tuple(int(d) for d in dims)
+
+
+class ParamArena:
+    """Params and grads of a model, each in one contiguous buffer.
+
+    >>> arena = ParamArena({"w": (784, 10), "b": (10,)})
+    >>> arena["w"].shape, arena.data.shape
+    ((784, 10), (7850,))
+
+    ``arena.params[name]`` and ``arena.grads[name]`` are NumPy views into
+    ``arena.data`` and ``arena.grad``: write grads there, then ``opt.step()``.
+    """
+
+    def __init__(self, shapes: Mapping[str, Any], dtype: Any = np.float32) -> None:
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise DtypeError(f"dtype: an arena holds float32 or float64, got {self.dtype}")
+        if not isinstance(shapes, Mapping) or not shapes:
+            raise ParamError("shapes must be a non-empty dict name -> shape")
+        self.names: list[str] = []
+        self.shapes: dict[str, Shape] = {}
+        self.offsets: dict[str, tuple[int, int]] = {}
+        total = 0
+        for name, shape in shapes.items():
+            if not isinstance(name, str):
+                raise ParamError(f"param names must be strings, got {name!r}")
+            dims = _shape(name, shape)
+            size = math.prod(dims)
+            self.names.append(name)
+            self.shapes[name] = dims
+            self.offsets[name] = (total, total + size)
+            total += size
+        self.data = np.zeros(total, self.dtype)
+        self.grad = np.zeros(total, self.dtype)
+        self.params = self._views(self.data)
+        self.grads = self._views(self.grad)
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, Any], dtype: Any = None) -> ParamArena:
+        """An arena holding copies of ``arrays`` (their dtype, or ``dtype``)."""
+        arrays = {name: np.asarray(a) for name, a in arrays.items()}
+        if dtype is None:
+            dtype = np.result_type(*arrays.values()) if arrays else np.float32
+            if dtype not in (np.float32, np.float64):
+                dtype = np.float64 if dtype.itemsize >= 8 else np.float32
+        arena = cls({name: a.shape for name, a in arrays.items()}, dtype)
+        for name, a in arrays.items():
+            arena.params[name][...] = a
+        return arena
+
+    def _views(self, buffer: np.ndarray) -> dict[str, np.ndarray]:
+        return {
+            name: buffer[lo:hi].reshape(self.shapes[name])
+            for name, (lo, hi) in self.offsets.items()
+        }
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.params[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.offsets
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def size(self) -> int:
+        """Number of scalar params."""
+        return self.data.size
+
+    def zero_grad(self) -> None:
+        self.grad.fill(0)
+
+    def select(self, names: str | Iterable[str]) -> ArenaGroup:
+        """The params matching ``names`` (exact names or fnmatch patterns like
+        ``"*.bias"``), in arena order: put one in a param group's ``"params"``."""
+        patterns = [names] if isinstance(names, str) else list(names)
+        chosen = set()
+        for pattern in patterns:
+            hits = [n for n in self.names if n == pattern or fnmatch.fnmatchcase(n, pattern)]
+            if not hits:
+                raise ParamError(f"no param of the arena matches {pattern!r}")
+            chosen.update(hits)
+        return ArenaGroup(self, [n for n in self.names if n in chosen])
+
+    def all(self) -> ArenaGroup:
+        return ArenaGroup(self, list(self.names))
+
+    def __repr__(self) -> str:
+        return f"ParamArena({len(self)} params, {self.size} {self.dtype} values)"
+
+
+class ArenaGroup:
+    """Some params of one arena, in arena order (see :meth:`ParamArena.select`)."""
+
+    def __init__(self, arena: ParamArena, names: Sequence[str]) -> None:
+        self.arena = arena
+        self.names = list(names)
+
+    def runs(self) -> list[list[str]]:
+        """The names cut into runs that sit next to each other in the buffer."""
+        runs: list[list[str]] = []
+        end = None
+        for name in self.names:
+            lo, hi = self.arena.offsets[name]
+            if runs and lo == end:
+                runs[-1].append(name)
+            else:
+                runs.append([name])
+            end = hi
+        return runs
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __repr__(self) -> str:
+        return f"ArenaGroup({self.names})"

@@ -1,0 +1,398 @@
+"""`ferroptim bench`: ferroptim against torch.optim and NumPy on this machine.
+
+Every implementation of a case runs round-robin (one step each, repeated),
+so machine noise hits them alike; the table gives medians. Bandwidth is
+reported against a roofline measured in the same run on the same threads:
+an in-place ``a += b`` (12 bytes per float32 element).
+
+Bytes moved per param per step (float32; double them for float64), each
+array read once and written once:
+
+=================  =====================================  =====
+optimizer          arrays                                 bytes
+=================  =====================================  =====
+SGD (momentum)     read p, g, buf; write p, buf           20
+Adam / AdamW       read p, g, m, v; write p, m, v         28
+RMSprop            read p, g, sq; write p, sq             20
+=================  =====================================  =====
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import ferroptim as fo
+
+BYTES_PER_PARAM = {"sgd": 20, "adam": 28, "adamw": 28, "rmsprop": 20}
+
+# ---------------------------------------------------------------- shapes
+
+
+def gpt2_small() -> list[tuple[int, ...]]:
+    """GPT-2 small (124M): token and position embeddings, 12 blocks, final norm."""
+    d, shapes = 768, [(50257, 768), (1024, 768)]
+    for _ in range(12):
+        shapes += [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,)]
+        shapes += [(d,), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
+    return shapes + [(d,), (d,)]
+
+
+def resnet50() -> list[tuple[int, ...]]:
+    """ResNet-50 (25.6M): conv weights, batch-norm scales and shifts, the fc layer."""
+    shapes: list[tuple[int, ...]] = [(64, 3, 7, 7), (64,), (64,)]
+    cin = 64
+    for width, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
+        for b in range(blocks):
+            cout = 4 * width
+            shapes += [(width, cin, 1, 1), (width,), (width,)]
+            shapes += [(width, width, 3, 3), (width,), (width,)]
+            shapes += [(cout, width, 1, 1), (cout,), (cout,)]
+            if b == 0:
+                shapes += [(cout, cin, 1, 1), (cout,), (cout,)]
+            cin = cout
+    return shapes + [(1000, 2048), (1000,)]
+
+
+@dataclass
+class Case:
+    name: str
+    shapes: list[tuple[int, ...]]
+    dtype: Any = np.float32
+
+    @property
+    def numel(self) -> int:
+        return sum(math.prod(s) for s in self.shapes)
+
+
+def cases(full: bool) -> list[Case]:
+    out = [
+        Case("1 x 16M f32", [(16 << 20,)]),
+        Case("1 x 8M f64", [(8 << 20,)], np.float64),
+        Case("1 x 1M f32", [(1 << 20,)]),
+        Case("1000 x 1k f32", [(1000,)] * 1000),
+        Case("10000 x 100 f32", [(100,)] * 10000),
+        Case("1 x 100 f32", [(100,)]),
+        Case("ResNet-50 f32", resnet50()),
+    ]
+    if full:
+        out.append(Case("GPT-2 small f32", gpt2_small()))
+    return out
+
+
+# ---------------------------------------------------------------- optimizers
+
+HYPER = {
+    "sgd": {"lr": 1e-3, "momentum": 0.9},
+    "adam": {"lr": 1e-3},
+    "adamw": {"lr": 1e-3, "weight_decay": 1e-2},
+    "rmsprop": {"lr": 1e-3},
+}
+FO_CLASS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}
+
+
+def _data(case: Case, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    params = [rng.standard_normal(s).astype(case.dtype) for s in case.shapes]
+    grads = [rng.standard_normal(s).astype(case.dtype) for s in case.shapes]
+    return params, grads
+
+
+def fo_list(opt: str, case: Case) -> Callable[[], None]:
+    params, grads = _data(case)
+    o = getattr(fo, FO_CLASS[opt])(params, **HYPER[opt])
+    return lambda: o.step(grads)
+
+
+def fo_arena(opt: str, case: Case) -> Callable[[], None]:
+    params, grads = _data(case)
+    arena = fo.ParamArena.from_arrays({f"p{i}": p for i, p in enumerate(params)})
+    for i, g in enumerate(grads):
+        arena.grads[f"p{i}"][...] = g
+    o = getattr(fo, FO_CLASS[opt])(arena, **HYPER[opt])
+    return o.step
+
+
+def numpy_impl(opt: str, case: Case) -> Callable[[], None]:
+    """A careful in-place NumPy implementation (ufuncs with out=, one scratch buffer)."""
+    params, grads = _data(case)
+    h = HYPER[opt]
+    lr = h["lr"]
+    scratch = np.empty(max(p.size for p in params), case.dtype)
+    state = [[np.zeros_like(p), np.zeros_like(p)] for p in params]
+    t = [0]
+
+    def step() -> None:
+        t[0] += 1
+        for p, g, (s0, s1) in zip(params, grads, state):
+            tmp = scratch[: p.size].reshape(p.shape)
+            if opt == "sgd":
+                s0 *= h["momentum"]
+                s0 += g
+                np.multiply(s0, -lr, out=tmp)
+                p += tmp
+            elif opt == "rmsprop":
+                s0 *= 0.99
+                np.multiply(g, g, out=tmp)
+                tmp *= 0.01
+                s0 += tmp
+                np.sqrt(s0, out=tmp)
+                tmp += 1e-8
+                np.divide(g, tmp, out=tmp)
+                tmp *= -lr
+                p += tmp
+            else:
+                if opt == "adamw":
+                    p *= 1 - lr * h["weight_decay"]
+                s0 *= 0.9
+                np.multiply(g, 0.1, out=tmp)
+                s0 += tmp
+                s1 *= 0.999
+                np.multiply(g, g, out=tmp)
+                tmp *= 0.001
+                s1 += tmp
+                np.sqrt(s1, out=tmp)
+                tmp /= math.sqrt(1 - 0.999 ** t[0])
+                tmp += 1e-8
+                np.divide(s0, tmp, out=tmp)
+                tmp *= -lr / (1 - 0.9 ** t[0])
+                p += tmp
+
+    return step
+
+
+def torch_impl(opt: str, case: Case, mode: str) -> Callable[[], None] | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    cls = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}[opt]
+    if mode == "fused" and opt == "rmsprop":
+        return None  # torch has no fused RMSprop
+    params, grads = _data(case)
+    tensors = []
+    for p, g in zip(params, grads):
+        t = torch.from_numpy(p).requires_grad_()
+        t.grad = torch.from_numpy(g)
+        tensors.append(t)
+    flags = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+    o = getattr(torch.optim, cls)(tensors, **HYPER[opt], **flags[mode])
+    return o.step
+
+
+IMPLS: dict[str, Callable[[str, Case], Callable[[], None] | None]] = {
+    "ferroptim": fo_list,
+    "ferroptim arena": fo_arena,
+    "torch loop": lambda o, c: torch_impl(o, c, "loop"),
+    "torch foreach": lambda o, c: torch_impl(o, c, "foreach"),
+    "torch fused": lambda o, c: torch_impl(o, c, "fused"),
+    "numpy": numpy_impl,
+}
+
+
+# ---------------------------------------------------------------- timing
+
+
+def roofline_gbps(numel: int, dtype: Any = np.float32, budget: float = 0.5) -> float:
+    """GB/s of an in-place ``a += b`` on ferroptim's pool (12 bytes per f32)."""
+    a = np.zeros(numel, np.float32)
+    b = np.ones(numel, np.float32)
+    times = measure({"add": lambda: fo._core.stream_add(a, b)}, budget)["add"]
+    return 12 * numel / statistics.median(times) / 1e9
+
+
+def measure(fns: dict[str, Callable[[], None]], budget: float, min_rounds: int = 5) -> dict:
+    """Round-robin timing: every function once per round, until ``budget`` seconds."""
+    for f in fns.values():
+        f()  # warm up (first-touch allocation of state)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < min_rounds or (time.perf_counter() - start < budget and rounds < 200):
+        for name, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[name].append(time.perf_counter() - t0)
+        rounds += 1
+    return times
+
+
+@dataclass
+class Row:
+    case: str
+    optimizer: str
+    impl: str
+    median_s: float
+    numel: int
+    bytes_per_param: int
+    roofline: float
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def gbps(self) -> float:
+        return self.bytes_per_param * self.numel / self.median_s / 1e9
+
+
+def _progress(total: int, quiet: bool):
+    try:
+        if quiet:
+            raise ImportError
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc="bench", unit="case", file=sys.stderr)
+    except ImportError:
+
+        class Plain:
+            n = 0
+
+            def update(self, k: int = 1) -> None:
+                self.n += k
+                if not quiet:
+                    print(f"\rbench: {self.n}/{total}", end="", file=sys.stderr, flush=True)
+
+            def set_postfix_str(self, s: str) -> None:
+                pass
+
+            def close(self) -> None:
+                if not quiet:
+                    print(file=sys.stderr)
+
+        return Plain()
+
+
+def run(
+    optimizers: Iterable[str] = ("sgd", "adam", "adamw", "rmsprop"),
+    full: bool = False,
+    budget: float = 1.0,
+    case_names: Iterable[str] | None = None,
+    impls: Iterable[str] | None = None,
+    quiet: bool = False,
+) -> tuple[list[Row], float]:
+    chosen = [c for c in cases(full) if case_names is None or c.name in set(case_names)]
+    impl_names = list(impls) if impls is not None else list(IMPLS)
+    optimizers = list(optimizers)
+    roof = roofline_gbps(16 << 20)
+    rows: list[Row] = []
+    bar = _progress(len(chosen) * len(optimizers), quiet)
+    for case in chosen:
+        for opt in optimizers:
+            bar.set_postfix_str(f"{case.name} {opt}")
+            fns = {}
+            for name in impl_names:
+                fn = IMPLS[name](opt, case)
+                if fn is not None:
+                    fns[name] = fn
+            # NumPy on big single tensors is slow: fewer rounds suffice.
+            times = measure(fns, budget)
+            bpp = BYTES_PER_PARAM[opt] * (2 if case.dtype == np.float64 else 1)
+            for name, ts in times.items():
+                rows.append(
+                    Row(case.name, opt, name, statistics.median(ts), case.numel, bpp, roof)
+                )
+            del fns
+            bar.update(1)
+    bar.close()
+    return rows, roof
+
+
+def scaling(opt: str = "adam", numel: int = 16 << 20, budget: float = 1.0) -> list[dict]:
+    """ferroptim and torch fused on one tensor, threads 1..all cores."""
+    before = fo.get_num_threads()
+    cores = os.cpu_count() or 1
+    out = []
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    torch_before = torch.get_num_threads() if torch else None
+    try:
+        case = Case(f"1 x {numel}", [(numel,)])
+        for n in range(1, cores + 1):
+            fo.set_num_threads(n)
+            if torch:
+                torch.set_num_threads(n)
+            fns = {"ferroptim": fo_list(opt, case), "roofline": None}
+            a, b = np.zeros(numel, np.float32), np.ones(numel, np.float32)
+            fns["roofline"] = lambda a=a, b=b: fo._core.stream_add(a, b)
+            tf = torch_impl(opt, case, "fused")
+            if tf is not None:
+                fns["torch fused"] = tf
+            times = {k: statistics.median(v) for k, v in measure(fns, budget).items()}
+            out.append({"threads": n, **times})
+    finally:
+        fo.set_num_threads(before)
+        if torch:
+            torch.set_num_threads(torch_before)
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| case | optimizer | implementation | median ms | Mparams/s | GB/s | % roofline "
+        "| vs torch fused | vs numpy |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    by_key = {(r.case, r.optimizer, r.impl): r for r in rows}
+    for r in rows:
+        ref = by_key.get((r.case, r.optimizer, "torch fused")) or by_key.get(
+            (r.case, r.optimizer, "torch foreach")
+        )
+        npy = by_key.get((r.case, r.optimizer, "numpy"))
+        vs_t = f"{ref.median_s / r.median_s:.2f}x" if ref else "-"
+        vs_n = f"{npy.median_s / r.median_s:.1f}x" if npy else "-"
+        lines.append(
+            f"| {r.case} | {r.optimizer} | {r.impl} | {r.median_s * 1e3:.3f} | "
+            f"{r.numel / r.median_s / 1e6:.0f} | {r.gbps:.1f} | "
+            f"{100 * r.gbps / r.roofline:.0f}% | {vs_t} | {vs_n} |"
+        )
+    return "\n".join(lines)
+
+
+def scaling_table(points: list[dict], opt: str, numel: int) -> str:
+    bpp = BYTES_PER_PARAM[opt]
+    lines = [
+        f"| threads | ferroptim {opt} ms | GB/s | torch fused ms | roofline GB/s | % roofline |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in points:
+        gb = bpp * numel / p["ferroptim"] / 1e9
+        roof = 12 * numel / p["roofline"] / 1e9
+        tf = f"{p['torch fused'] * 1e3:.2f}" if "torch fused" in p else "-"
+        lines.append(
+            f"| {p['threads']} | {p['ferroptim'] * 1e3:.2f} | {gb:.1f} | {tf} | {roof:.1f} | "
+            f"{100 * gb / roof:.0f}% |"
+        )
+    return "\n".join(lines)
+
+
+def main(
+    optimizers: list[str], full: bool, budget: float, threads: bool, quiet: bool = False
+) -> int:
+    try:
+        import torch
+
+        torch_note = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    except ImportError:
+        torch_note = "torch not installed: no torch columns"
+    print(
+        f"ferroptim {fo.__version__}: SIMD {fo.simd_level()}, {fo.get_num_threads()} threads; "
+        f"{torch_note}; {os.cpu_count()} cores"
+    )
+    rows, roof = run(optimizers, full=full, budget=budget, quiet=quiet)
+    print(f"roofline (in-place a += b, float32, 12 B/elem): {roof:.1f} GB/s\n")
+    print(table(rows))
+    if threads:
+        print("\nthread scaling, adam, 1 x 16M float32:\n")
+        print(scaling_table(scaling("adam", 16 << 20, budget), "adam", 16 << 20))
+    return 0
