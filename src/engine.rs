@@ -130,6 +130,73 @@ struct Inner {
 }
 
 impl Inner {
+    /// Checks the grad of param `i` and returns the address to read it
+    /// from. Messages are only formatted on failure: this runs per tensor.
+    fn check_grad<'py>(
+        &self,
+        py: Python<'py>,
+        i: usize,
+        p: &Param,
+        g: &Bound<'py, PyAny>,
+        copies: &mut Vec<Bound<'py, PyAny>>,
+    ) -> Result<usize> {
+        let param = p.array.bind(py);
+        let (addr, fl) = header(param);
+        if addr != p.addr || param.len() != p.len {
+            return Err(Error::Param(format!(
+                "param {} was resized or reallocated after it was added",
+                p.label
+            )));
+        }
+        if fl & IS_WRITEABLE == 0 {
+            return Err(Error::Param(format!("param {} is read-only", p.label)));
+        }
+        let what = || format!("grad for param {}", p.label);
+        let arr = as_array(g, what)?;
+        if Kind::of(arr) != Some(p.kind) {
+            return Err(Error::Dtype(format!(
+                "{} has dtype {}, the param has {}",
+                what(),
+                arr.dtype(),
+                p.kind.name()
+            )));
+        }
+        if arr.shape() != p.shape.as_slice() {
+            return Err(Error::Grad(format!(
+                "{} has shape {:?}, the param has shape {:?}",
+                what(),
+                arr.shape(),
+                p.shape
+            )));
+        }
+        let (gaddr, gfl) = header(arr);
+        if gfl & IS_C_CONTIGUOUS != 0 && gfl & IS_ALIGNED != 0 {
+            let end = gaddr + p.len * p.kind.itemsize();
+            if let Some(j) = self.overlapping(gaddr, end) {
+                let whose = if j == i {
+                    "its param".to_string()
+                } else {
+                    format!("param {}", self.params[j].label)
+                };
+                return Err(Error::Grad(format!(
+                    "{} shares memory with {whose}; pass a copy",
+                    what()
+                )));
+            }
+            Ok(gaddr)
+        } else {
+            // Strided or Fortran-ordered: read it in index order from a copy.
+            let copy = contiguous_copy(arr).map_err(|e| Error::Grad(format!("{}: {e}", what())))?;
+            let addr = header(
+                copy.cast::<PyUntypedArray>()
+                    .map_err(|_| Error::Grad(format!("{}: copy is not an array", what())))?,
+            )
+            .0;
+            copies.push(copy);
+            Ok(addr)
+        }
+    }
+
     /// The param whose memory overlaps `[start, end)`, if any.
     fn overlapping(&self, start: usize, end: usize) -> Option<usize> {
         if start == end {
@@ -137,6 +204,30 @@ impl Inner {
         }
         let k = self.ranges.partition_point(|r| r.1 <= start);
         self.ranges.get(k).filter(|r| r.0 < end).map(|r| r.2)
+    }
+}
+
+type MemoKey = (usize, u64, [bool; MAX_SLOTS]);
+
+/// The last (group, step, freshness) and the scalars computed for it.
+struct Memo<A: Algorithm, T: Real> {
+    last: Option<(MemoKey, A::Scalars<T>)>,
+}
+
+impl<A: Algorithm, T: Real> Memo<A, T> {
+    fn new() -> Self {
+        Memo { last: None }
+    }
+
+    fn get(&mut self, key: MemoKey, hyper: &A::Hyper) -> A::Scalars<T> {
+        match &self.last {
+            Some((k, s)) if *k == key => *s,
+            _ => {
+                let s = A::scalars::<T>(hyper, key.1, key.2);
+                self.last = Some((key, s));
+                s
+            }
+        }
     }
 }
 
@@ -166,11 +257,12 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
 
 fn as_array<'a, 'py>(
     obj: &'a Bound<'py, PyAny>,
-    what: &str,
+    what: impl FnOnce() -> String,
 ) -> Result<&'a Bound<'py, PyUntypedArray>> {
     obj.cast::<PyUntypedArray>().map_err(|_| {
         Error::Dtype(format!(
-            "{what} must be a NumPy float32 or float64 array, got {}",
+            "{} must be a NumPy float32 or float64 array, got {}",
+            what(),
             type_name(obj)
         ))
     })
@@ -249,7 +341,7 @@ where
         let mut staged = Vec::with_capacity(params.len());
         for (k, (obj, label)) in params.iter().zip(labels).enumerate() {
             let what = format!("param {label}");
-            let arr = as_array(obj, &what)?;
+            let arr = as_array(obj, || what.clone())?;
             let kind = Kind::of(arr).ok_or_else(|| {
                 Error::Dtype(format!(
                     "{what} must have dtype float32 or float64 (native byte order), got {}",
@@ -372,66 +464,11 @@ where
         let mut copies = Vec::new();
         let mut ready: Vec<Option<usize>> = Vec::with_capacity(grads.len());
         for (i, (p, g)) in inner.params.iter().zip(&grads).enumerate() {
-            if g.is_none() {
-                ready.push(None);
-                continue;
-            }
-            let param = p.array.bind(py);
-            let (addr, fl) = header(param);
-            if addr != p.addr || param.len() != p.len {
-                return Err(Error::Param(format!(
-                    "param {} was resized or reallocated after it was added",
-                    p.label
-                ))
-                .into());
-            }
-            if fl & IS_WRITEABLE == 0 {
-                return Err(Error::Param(format!("param {} is read-only", p.label)).into());
-            }
-            let what = format!("grad for param {}", p.label);
-            let arr = as_array(g, &what)?;
-            match Kind::of(arr) {
-                Some(kind) if kind == p.kind => {}
-                _ => {
-                    return Err(Error::Dtype(format!(
-                        "{what} has dtype {}, the param has {}",
-                        arr.dtype(),
-                        p.kind.name()
-                    ))
-                    .into())
-                }
-            }
-            if arr.shape() != p.shape.as_slice() {
-                return Err(Error::Grad(format!(
-                    "{what} has shape {:?}, the param has shape {:?}",
-                    arr.shape(),
-                    p.shape
-                ))
-                .into());
-            }
-            let (gaddr, gfl) = header(arr);
-            let addr = if gfl & IS_C_CONTIGUOUS != 0 && gfl & IS_ALIGNED != 0 {
-                let end = gaddr + p.len * p.kind.itemsize();
-                if let Some(j) = inner.overlapping(gaddr, end) {
-                    let whose = if j == i {
-                        "its param".to_string()
-                    } else {
-                        format!("param {}", inner.params[j].label)
-                    };
-                    return Err(Error::Grad(format!(
-                        "{what} shares memory with {whose}; pass a copy"
-                    ))
-                    .into());
-                }
-                gaddr
+            ready.push(if g.is_none() {
+                None
             } else {
-                // Strided or Fortran-ordered: read it in index order from a copy.
-                let copy = contiguous_copy(arr)?;
-                let addr = header(copy.cast::<PyUntypedArray>()?).0;
-                copies.push(copy);
-                addr
-            };
-            ready.push(Some(addr));
+                Some(inner.check_grad(py, i, p, g, &mut copies)?)
+            });
         }
 
         // Pass 2: everything checked. Allocate the state slots this step
@@ -449,18 +486,25 @@ where
         }
         let mut jobs32 = Vec::new();
         let mut jobs64 = Vec::new();
+        // Neighbouring tensors usually share group, step and freshness: their
+        // scalars (a few powf calls) are computed once.
+        let mut memo32 = Memo::<A, f32>::new();
+        let mut memo64 = Memo::<A, f64>::new();
         for (p, grad) in inner.params.iter_mut().zip(&ready) {
             let Some(grad) = *grad else { continue };
             let hyper = &hypers[p.group];
             let used = A::slots_used(hyper);
             let fresh = p.live.map(|l| !l);
             p.step += 1;
+            let key = (p.group, p.step, fresh);
             match p.kind {
                 Kind::F32 => {
-                    jobs32.push(job::<A, f32>(&mut inner.f32, p, grad, hyper, used, fresh))
+                    let s = memo32.get(key, hyper);
+                    jobs32.push(job::<A, f32>(&mut inner.f32, p, grad, used, s))
                 }
                 Kind::F64 => {
-                    jobs64.push(job::<A, f64>(&mut inner.f64, p, grad, hyper, used, fresh))
+                    let s = memo64.get(key, hyper);
+                    jobs64.push(job::<A, f64>(&mut inner.f64, p, grad, used, s))
                 }
             }
             for (live, u) in p.live.iter_mut().zip(used) {
@@ -658,9 +702,8 @@ fn job<A: Algorithm, T: Real>(
     arena: &mut Arena<T>,
     p: &Param,
     grad: usize,
-    hyper: &A::Hyper,
     used: [bool; MAX_SLOTS],
-    fresh: [bool; MAX_SLOTS],
+    scalars: A::Scalars<T>,
 ) -> Job<T, A::Scalars<T>> {
     let mut state = [std::ptr::null_mut(); MAX_SLOTS];
     for k in (0..MAX_SLOTS).filter(|&k| used[k]) {
@@ -668,7 +711,6 @@ fn job<A: Algorithm, T: Real>(
         // SAFETY: `offset + len` lies within the arena.
         state[k] = unsafe { arena.slots[k].as_mut_ptr().add(p.offset) };
     }
-    let scalars = A::scalars::<T>(hyper, p.step, fresh);
     // SAFETY: see `Engine::step`.
     unsafe { Job::from_raw(p.addr as *mut T, grad as *const T, state, p.len, scalars) }
 }
