@@ -22,7 +22,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use crate::error::{Error, Result};
-use crate::kernels::{multi, Algorithm, Job, Real, MAX_SLOTS};
+use crate::kernels::{gradtools, multi, Algorithm, Job, Real, MAX_SLOTS};
 
 /// Reads a param group dict into an algorithm's hyperparameters, checking
 /// every value. The one place hyperparameters are validated.
@@ -82,6 +82,12 @@ struct Param {
     step: u64,
     /// Slots that hold state (torch creates some lazily).
     live: [bool; MAX_SLOTS],
+    /// The algorithm's per-tensor number ([`Algorithm::AUX`]).
+    aux: f64,
+    /// Frozen params take no step and get no state.
+    frozen: bool,
+    /// How many steps have been averaged into the averaged weights.
+    averaged: u64,
 }
 
 /// The state of all params of one dtype, slot by slot, end to end.
@@ -89,6 +95,8 @@ struct Arena<T> {
     len: usize,
     /// Empty until a step first needs the slot.
     slots: [Vec<T>; MAX_SLOTS],
+    /// Averaged weights (EMA or equal-weight); empty until averaging starts.
+    average: Vec<T>,
 }
 
 impl<T: Real> Arena<T> {
@@ -96,6 +104,7 @@ impl<T: Real> Arena<T> {
         Arena {
             len: 0,
             slots: [Vec::new(), Vec::new(), Vec::new()],
+            average: Vec::new(),
         }
     }
 
@@ -104,6 +113,9 @@ impl<T: Real> Arena<T> {
         self.len += extra;
         for slot in self.slots.iter_mut().filter(|s| !s.is_empty()) {
             slot.resize(self.len, T::ZERO);
+        }
+        if !self.average.is_empty() {
+            self.average.resize(self.len, T::ZERO);
         }
         offset
     }
@@ -115,9 +127,55 @@ impl<T: Real> Arena<T> {
         }
     }
 
+    fn ensure_average(&mut self) {
+        if self.average.len() != self.len {
+            self.average = vec![T::ZERO; self.len];
+        }
+    }
+
     fn slice(&self, k: usize, p: &Param) -> &[T] {
         &self.slots[k][p.offset..p.offset + p.len]
     }
+}
+
+/// Per-optimizer options applied to every step (set with `configure`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Clip the global grad norm to this (torch.nn.utils.clip_grad_norm_).
+    pub max_grad_norm: Option<f64>,
+    /// Use the infinity norm instead of the 2-norm for `max_grad_norm`.
+    pub inf_norm: bool,
+    /// Clamp every grad element to `[-clip_value, clip_value]`.
+    pub clip_value: Option<f64>,
+    /// A step whose grads hold NaN or Inf changes nothing and is counted.
+    pub skip_nonfinite: bool,
+    /// Weight averaging: `Some(decay)` for an EMA, `Some(None)`... see [`Averaging`].
+    pub averaging: Option<Averaging>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Averaging {
+    /// a = a + (1 − decay)(p − a), starting from a copy of the params.
+    Ema(f64),
+    /// The plain mean of the params after every step (SWA).
+    Equal,
+}
+
+impl Averaging {
+    /// The weight of the new params after `done` earlier averaging steps.
+    fn weight(self, done: u64) -> f64 {
+        match (self, done) {
+            (_, 0) => 1.0,
+            (Averaging::Ema(decay), _) => 1.0 - decay,
+            (Averaging::Equal, n) => 1.0 / (n as f64 + 1.0),
+        }
+    }
+}
+
+/// What a step did, for the Python side.
+pub struct StepReport {
+    pub applied: bool,
+    pub grad_norm: Option<f64>,
 }
 
 struct Inner {
@@ -127,19 +185,14 @@ struct Inner {
     f64: Arena<f64>,
     /// Byte ranges `(start, end, param index)` of the non-empty params, sorted.
     ranges: Vec<(usize, usize, usize)>,
+    options: Options,
+    skipped: u64,
+    last_grad_norm: Option<f64>,
 }
 
 impl Inner {
-    /// Checks the grad of param `i` and returns the address to read it
-    /// from. Messages are only formatted on failure: this runs per tensor.
-    fn check_grad<'py>(
-        &self,
-        py: Python<'py>,
-        i: usize,
-        p: &Param,
-        g: &Bound<'py, PyAny>,
-        copies: &mut Vec<Bound<'py, PyAny>>,
-    ) -> Result<usize> {
+    /// The param is still the array it was when added, and writeable.
+    fn check_param(&self, py: Python<'_>, p: &Param) -> Result<()> {
         let param = p.array.bind(py);
         let (addr, fl) = header(param);
         if addr != p.addr || param.len() != p.len {
@@ -151,6 +204,27 @@ impl Inner {
         if fl & IS_WRITEABLE == 0 {
             return Err(Error::Param(format!("param {} is read-only", p.label)));
         }
+        if Kind::of(param) != Some(p.kind) {
+            return Err(Error::Param(format!(
+                "param {} changed dtype to {} after it was added",
+                p.label,
+                param.dtype()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks the grad of param `i` and returns the address to read it
+    /// from. Messages are only formatted on failure: this runs per tensor.
+    fn check_grad<'py>(
+        &self,
+        py: Python<'py>,
+        i: usize,
+        p: &Param,
+        g: &Bound<'py, PyAny>,
+        copies: &mut Vec<Bound<'py, PyAny>>,
+    ) -> Result<usize> {
+        self.check_param(py, p)?;
         let what = || format!("grad for param {}", p.label);
         let arr = as_array(g, what)?;
         if Kind::of(arr) != Some(p.kind) {
@@ -207,11 +281,11 @@ impl Inner {
     }
 }
 
-type MemoKey = (usize, u64, [bool; MAX_SLOTS]);
+type MemoKey = (usize, u64, [bool; MAX_SLOTS], u64);
 
 /// The last (group, step, freshness) and the scalars computed for it.
 struct Memo<A: Algorithm, T: Real> {
-    last: Option<(MemoKey, A::Scalars<T>)>,
+    last: Option<(MemoKey, A::Scalars<T>, f64)>,
 }
 
 impl<A: Algorithm, T: Real> Memo<A, T> {
@@ -219,13 +293,13 @@ impl<A: Algorithm, T: Real> Memo<A, T> {
         Memo { last: None }
     }
 
-    fn get(&mut self, key: MemoKey, hyper: &A::Hyper) -> A::Scalars<T> {
+    fn get(&mut self, key: MemoKey, hyper: &A::Hyper) -> (A::Scalars<T>, f64) {
         match &self.last {
-            Some((k, s)) if *k == key => *s,
+            Some((k, s, aux)) if *k == key => (*s, *aux),
             _ => {
-                let s = A::scalars::<T>(hyper, key.1, key.2);
-                self.last = Some((key, s));
-                s
+                let (s, aux) = A::scalars_aux::<T>(hyper, key.1, key.2, f64::from_bits(key.3));
+                self.last = Some((key, s, aux));
+                (s, aux)
             }
         }
     }
@@ -249,7 +323,7 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
         Ok(arr) => format!("a NumPy array of dtype {}", arr.dtype()),
         Err(_) => obj
             .get_type()
-            .name()
+            .fully_qualified_name()
             .map(|n| n.to_string())
             .unwrap_or_else(|_| "?".into()),
     }
@@ -295,6 +369,9 @@ where
                 f32: Arena::new(),
                 f64: Arena::new(),
                 ranges: Vec::new(),
+                options: Options::default(),
+                skipped: 0,
+                last_grad_norm: None,
             }),
             algorithm: PhantomData,
         }
@@ -318,6 +395,58 @@ where
 
     pub fn steps(&self, py: Python<'_>) -> Vec<u64> {
         self.lock(py).params.iter().map(|p| p.step).collect()
+    }
+
+    pub fn configure(&self, py: Python<'_>, options: Options) {
+        self.lock(py).options = options;
+    }
+
+    /// Freezes (or thaws) params by index; all indices are checked first.
+    pub fn set_frozen(&self, py: Python<'_>, indices: &[usize], frozen: bool) -> Result<()> {
+        let mut inner = self.lock(py);
+        let n = inner.params.len();
+        if let Some(bad) = indices.iter().find(|&&i| i >= n) {
+            return Err(Error::Param(format!(
+                "no param #{bad}: the optimizer has {n}"
+            )));
+        }
+        for &i in indices {
+            inner.params[i].frozen = frozen;
+        }
+        Ok(())
+    }
+
+    pub fn frozen(&self, py: Python<'_>) -> Vec<bool> {
+        self.lock(py).params.iter().map(|p| p.frozen).collect()
+    }
+
+    /// Swaps every param's values with its averaged weights, in place. Params
+    /// that have no average yet are left alone. Calling it twice restores.
+    pub fn swap_averages(&self, py: Python<'_>) -> Result<usize> {
+        let mut inner = self.lock(py);
+        let inner = &mut *inner;
+        let mut swapped = 0;
+        for p in inner.params.iter() {
+            if p.averaged == 0 {
+                continue;
+            }
+            inner.check_param(py, p)?;
+        }
+        for p in inner.params.iter() {
+            if p.averaged == 0 || p.len == 0 {
+                continue;
+            }
+            // SAFETY: checked above: the param is live, writeable, `len` long,
+            // and does not overlap the arena.
+            unsafe {
+                match p.kind {
+                    Kind::F32 => swap_with(&mut inner.f32.average, p),
+                    Kind::F64 => swap_with(&mut inner.f64.average, p),
+                }
+            }
+            swapped += 1;
+        }
+        Ok(swapped)
     }
 
     /// Registers params as group `group`; all or nothing.
@@ -376,6 +505,9 @@ where
                 addr,
                 step: 0,
                 live: [false; MAX_SLOTS],
+                aux: A::AUX.map_or(0.0, |a| a.1),
+                frozen: false,
+                averaged: 0,
             });
         }
         ranges.sort_unstable();
@@ -420,7 +552,14 @@ where
         py: Python<'_>,
         grads: &Bound<'_, PyAny>,
         groups: &Bound<'_, PyList>,
-    ) -> PyResult<()> {
+        grad_scale: f64,
+    ) -> PyResult<StepReport> {
+        if !(grad_scale.is_finite() && grad_scale > 0.0) {
+            return Err(Error::Setting(format!(
+                "grad_scale: must be a finite number > 0, got {grad_scale}"
+            ))
+            .into());
+        }
         let mut inner = self.lock(py);
         let inner = &mut *inner;
         if groups.len() != inner.num_groups {
@@ -464,12 +603,40 @@ where
         let mut copies = Vec::new();
         let mut ready: Vec<Option<usize>> = Vec::with_capacity(grads.len());
         for (i, (p, g)) in inner.params.iter().zip(&grads).enumerate() {
-            ready.push(if g.is_none() {
+            ready.push(if g.is_none() || p.frozen {
                 None
             } else {
                 Some(inner.check_grad(py, i, p, g, &mut copies)?)
             });
         }
+
+        // Global norm and finite check, on the grads as the step will see them.
+        let options = inner.options;
+        let mut grad_norm = None;
+        let mut scale = grad_scale;
+        if options.max_grad_norm.is_some() || options.skip_nonfinite {
+            let (norm, finite) = py.detach(|| {
+                // SAFETY: every address was checked in pass 1.
+                unsafe { inner.grad_norm(&ready, options.inf_norm) }
+            });
+            if options.skip_nonfinite && !finite {
+                inner.skipped += 1;
+                inner.last_grad_norm = Some(norm * grad_scale);
+                drop(copies);
+                return Ok(StepReport {
+                    applied: false,
+                    grad_norm: Some(norm * grad_scale),
+                });
+            }
+            let norm = norm * grad_scale;
+            grad_norm = Some(norm);
+            if let Some(max_norm) = options.max_grad_norm {
+                // torch.nn.utils.clip_grad_norm_'s coefficient, clamped at 1.
+                scale *= (max_norm / (norm + 1e-6)).min(1.0);
+            }
+        }
+        let transform = (scale != 1.0 || options.clip_value.is_some())
+            .then(|| (scale, options.clip_value.unwrap_or(f64::INFINITY)));
 
         // Pass 2: everything checked. Allocate the state slots this step
         // needs before taking any pointer into them, then build the work lists.
@@ -480,6 +647,12 @@ where
                     match p.kind {
                         Kind::F32 => inner.f32.ensure(k),
                         Kind::F64 => inner.f64.ensure(k),
+                    }
+                }
+                if options.averaging.is_some() {
+                    match p.kind {
+                        Kind::F32 => inner.f32.ensure_average(),
+                        Kind::F64 => inner.f64.ensure_average(),
                     }
                 }
             }
@@ -496,15 +669,24 @@ where
             let used = A::slots_used(hyper);
             let fresh = p.live.map(|l| !l);
             p.step += 1;
-            let key = (p.group, p.step, fresh);
+            let key = (p.group, p.step, fresh, p.aux.to_bits());
+            let average = options.averaging.map(|a| {
+                let w = a.weight(p.averaged);
+                p.averaged += 1;
+                w
+            });
             match p.kind {
                 Kind::F32 => {
-                    let s = memo32.get(key, hyper);
-                    jobs32.push(job::<A, f32>(&mut inner.f32, p, grad, used, s))
+                    let (s, aux) = memo32.get(key, hyper);
+                    p.aux = aux;
+                    let job = job::<A, f32>(&mut inner.f32, p, grad, used, s);
+                    jobs32.push(extend::<A, f32>(job, &mut inner.f32, p, transform, average));
                 }
                 Kind::F64 => {
-                    let s = memo64.get(key, hyper);
-                    jobs64.push(job::<A, f64>(&mut inner.f64, p, grad, used, s))
+                    let (s, aux) = memo64.get(key, hyper);
+                    p.aux = aux;
+                    let job = job::<A, f64>(&mut inner.f64, p, grad, used, s);
+                    jobs64.push(extend::<A, f64>(job, &mut inner.f64, p, transform, average));
                 }
             }
             for (live, u) in p.live.iter_mut().zip(used) {
@@ -522,7 +704,21 @@ where
             }
         });
         drop(copies);
-        Ok(())
+        inner.last_grad_norm = grad_norm;
+        Ok(StepReport {
+            applied: true,
+            grad_norm,
+        })
+    }
+
+    /// Steps skipped because their grads were not finite.
+    pub fn skipped(&self, py: Python<'_>) -> u64 {
+        self.lock(py).skipped
+    }
+
+    /// The global grad norm of the last step that computed one.
+    pub fn last_grad_norm(&self, py: Python<'_>) -> Option<f64> {
+        self.lock(py).last_grad_norm
     }
 
     /// Each param's state as fresh arrays: `{"step": n, slot: array, ...}`.
@@ -534,6 +730,21 @@ where
             .map(|p| {
                 let dict = PyDict::new(py);
                 dict.set_item("step", p.step)?;
+                if let (Some((name, _)), true) = (A::AUX, p.step > 0) {
+                    dict.set_item(name, p.aux)?;
+                }
+                if p.averaged > 0 {
+                    dict.set_item(AVERAGED_STEPS, p.averaged)?;
+                    let arr = match p.kind {
+                        Kind::F32 => {
+                            export(py, &inner.f32.average[p.offset..p.offset + p.len], &p.shape)?
+                        }
+                        Kind::F64 => {
+                            export(py, &inner.f64.average[p.offset..p.offset + p.len], &p.shape)?
+                        }
+                    };
+                    dict.set_item(AVERAGED, arr)?;
+                }
                 for (k, name) in A::SLOTS.iter().enumerate() {
                     if !p.live[k] {
                         continue;
@@ -569,32 +780,60 @@ where
                 .cast::<PyDict>()
                 .map_err(|_| Error::State(format!("state of param {} must be a dict", p.label)))?;
             let mut step = 0u64;
+            let mut aux = A::AUX.map_or(0.0, |a| a.1);
+            let mut averaged = 0u64;
+            let mut average: Option<Staged> = None;
             let mut slots: [Option<Staged>; MAX_SLOTS] = [None, None, None];
             for (key, value) in dict.iter() {
                 let key: String = key.extract().map_err(|_| {
                     Error::State(format!("state of param {} has a non-string key", p.label))
                 })?;
-                if key == "step" {
-                    step = value
+                let count = || -> Result<u64> {
+                    value
                         .extract::<f64>()
                         .ok()
                         .filter(|s| s.fract() == 0.0 && *s >= 0.0 && *s < 2f64.powi(53))
+                        .map(|s| s as u64)
                         .ok_or_else(|| {
                             Error::State(format!(
-                                "step of param {} must be a whole number >= 0",
+                                "{key} of param {} must be a whole number >= 0",
                                 p.label
                             ))
-                        })? as u64;
+                        })
+                };
+                if key == "step" {
+                    step = count()?;
                     continue;
                 }
-                let Some(k) = A::SLOTS.iter().position(|s| *s == key) else {
+                if key == AVERAGED_STEPS {
+                    averaged = count()?;
+                    continue;
+                }
+                if A::AUX.is_some_and(|a| a.0 == key) {
+                    aux = value
+                        .extract::<f64>()
+                        .ok()
+                        .filter(|v| v.is_finite())
+                        .ok_or_else(|| {
+                            Error::State(format!(
+                                "{key} of param {} must be a finite number",
+                                p.label
+                            ))
+                        })?;
+                    continue;
+                }
+                let slot = A::SLOTS.iter().position(|s| *s == key);
+                if slot.is_none() && key != AVERAGED {
+                    let mut known = vec!["step", AVERAGED_STEPS, AVERAGED];
+                    known.extend(A::AUX.map(|a| a.0));
+                    known.extend(A::SLOTS);
                     return Err(Error::State(format!(
-                        "state of param {} has unknown key '{key}' (expected step, {})",
+                        "state of param {} has unknown key '{key}' (expected {})",
                         p.label,
-                        A::SLOTS.join(", ")
+                        known.join(", ")
                     ))
                     .into());
-                };
+                }
                 let what = format!("state '{key}' of param {}", p.label);
                 let arr = value.cast::<PyUntypedArray>().map_err(|_| {
                     Error::State(format!(
@@ -614,16 +853,35 @@ where
                     .getattr("ascontiguousarray")?
                     .call1((arr, p.kind.name()))
                     .map_err(|e| Error::State(format!("{what} cannot be read as numbers: {e}")))?;
-                slots[k] = Some(match p.kind {
+                let values = match p.kind {
                     Kind::F32 => Staged::F32(read_all::<f32>(&converted)?),
                     Kind::F64 => Staged::F64(read_all::<f64>(&converted)?),
-                });
+                };
+                match slot {
+                    Some(k) => slots[k] = Some(values),
+                    None => average = Some(values),
+                }
             }
-            staged.push((step, slots));
+            if average.is_some() != (averaged > 0) {
+                return Err(Error::State(format!(
+                    "state of param {}: '{AVERAGED}' and a positive '{AVERAGED_STEPS}' go together",
+                    p.label
+                ))
+                .into());
+            }
+            staged.push((step, slots, aux, averaged, average));
         }
         // Checked; now commit.
-        for (p, (step, slots)) in inner.params.iter_mut().zip(staged) {
+        for (p, (step, slots, aux, averaged, average)) in inner.params.iter_mut().zip(staged) {
             p.step = step;
+            p.aux = aux;
+            p.averaged = averaged;
+            if let Some(values) = average {
+                match values {
+                    Staged::F32(v) => store_average(&mut inner.f32, p, &v),
+                    Staged::F64(v) => store_average(&mut inner.f64, p, &v),
+                }
+            }
             for (k, slot) in slots.into_iter().enumerate() {
                 p.live[k] = slot.is_some();
                 match (p.kind, slot) {
@@ -713,4 +971,81 @@ fn job<A: Algorithm, T: Real>(
     }
     // SAFETY: see `Engine::step`.
     unsafe { Job::from_raw(p.addr as *mut T, grad as *const T, state, p.len, scalars) }
+}
+
+/// Adds the grad transform and the averaging pointer to a job.
+fn extend<A: Algorithm, T: Real>(
+    job: Job<T, A::Scalars<T>>,
+    arena: &mut Arena<T>,
+    p: &Param,
+    transform: Option<(f64, f64)>,
+    average: Option<f64>,
+) -> Job<T, A::Scalars<T>> {
+    let job = match transform {
+        Some((scale, clip)) => job.with_grad_transform(T::from_f64(scale), T::from_f64(clip)),
+        None => job,
+    };
+    match average {
+        // SAFETY: the average buffer was sized in pass 2 and is disjoint from everything else.
+        Some(w) => unsafe {
+            job.with_average(arena.average.as_mut_ptr().add(p.offset), T::from_f64(w))
+        },
+        None => job,
+    }
+}
+
+/// Swaps a param's values with its slice of `average`.
+///
+/// # Safety
+/// The param must be live, writeable and `p.len` elements long.
+unsafe fn swap_with<T: Real>(average: &mut [T], p: &Param) {
+    // SAFETY: upheld by the caller; the arena never overlaps a NumPy array.
+    let values = unsafe { std::slice::from_raw_parts_mut(p.addr as *mut T, p.len) };
+    values.swap_with_slice(&mut average[p.offset..p.offset + p.len]);
+}
+
+impl Inner {
+    /// The global norm of the grads that will step (2-norm, or the
+    /// infinity norm), and whether every element is finite.
+    ///
+    /// # Safety
+    /// Every `Some` address must have been checked by `check_grad`.
+    unsafe fn grad_norm(&self, ready: &[Option<usize>], inf_norm: bool) -> (f64, bool) {
+        let mut t32: Vec<&[f32]> = Vec::new();
+        let mut t64: Vec<&[f64]> = Vec::new();
+        for (p, addr) in self.params.iter().zip(ready) {
+            let Some(addr) = *addr else { continue };
+            // SAFETY: upheld by the caller.
+            unsafe {
+                match p.kind {
+                    Kind::F32 => t32.push(std::slice::from_raw_parts(addr as *const f32, p.len)),
+                    Kind::F64 => t64.push(std::slice::from_raw_parts(addr as *const f64, p.len)),
+                }
+            }
+        }
+        let norm = if inf_norm {
+            let (a, b) = (gradtools::max_abs(&t32), gradtools::max_abs(&t64));
+            if a.is_nan() || b.is_nan() {
+                f64::NAN
+            } else {
+                a.max(b)
+            }
+        } else {
+            (gradtools::sum_squares(&t32) + gradtools::sum_squares(&t64)).sqrt()
+        };
+        // A huge but finite grad can overflow the sum of squares: only then
+        // is the slower exact check needed.
+        let finite = norm.is_finite()
+            || (!norm.is_nan() && gradtools::all_finite(&t32) && gradtools::all_finite(&t64));
+        (norm, finite)
+    }
+}
+
+/// State-dict keys of the averaged weights and of how many steps they hold.
+const AVERAGED: &str = "averaged_param";
+const AVERAGED_STEPS: &str = "n_averaged";
+
+fn store_average<T: Real>(arena: &mut Arena<T>, p: &Param, values: &[T]) {
+    arena.ensure_average();
+    arena.average[p.offset..p.offset + p.len].copy_from_slice(values);
 }

@@ -17,6 +17,16 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bindings::sgd::PySGD>()?;
     m.add_class::<bindings::adam::PyAdam>()?;
     m.add_class::<bindings::rmsprop::PyRMSprop>()?;
+    m.add_class::<bindings::adagrad::PyAdagrad>()?;
+    m.add_class::<bindings::adadelta::PyAdadelta>()?;
+    m.add_class::<bindings::adamax::PyAdamax>()?;
+    m.add_class::<bindings::nadam::PyNAdam>()?;
+    m.add_class::<bindings::radam::PyRAdam>()?;
+    m.add_class::<bindings::lion::PyLion>()?;
+    m.add_function(wrap_pyfunction!(bindings::gradtools::grad_norm, m)?)?;
+    m.add_function(wrap_pyfunction!(bindings::gradtools::all_finite, m)?)?;
+    m.add_function(wrap_pyfunction!(bindings::gradtools::clip_grad_norm, m)?)?;
+    m.add_function(wrap_pyfunction!(bindings::gradtools::clip_grad_value, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::runtime::simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::runtime::set_simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::runtime::get_num_threads, m)?)?;

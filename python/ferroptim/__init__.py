@@ -14,24 +14,44 @@ from ferroptim._core import (
     set_simd_level,
     simd_level,
 )
+from ferroptim.adadelta import Adadelta
+from ferroptim.adagrad import Adagrad
 from ferroptim.adam import Adam
+from ferroptim.adamax import Adamax
 from ferroptim.adamw import AdamW
 from ferroptim.arena import ArenaGroup, ParamArena
+from ferroptim.finetune import exclude_from_weight_decay, layerwise_lr_groups
+from ferroptim.gradtools import all_finite, clip_grad_norm, clip_grad_value, grad_norm
+from ferroptim.lion import Lion
+from ferroptim.nadam import NAdam
 from ferroptim.optimizer import Optimizer
+from ferroptim.radam import RAdam
 from ferroptim.rmsprop import RMSprop
 from ferroptim.sgd import SGD
 
 __all__ = [
     "SGD",
+    "Adadelta",
+    "Adagrad",
     "Adam",
+    "Adamax",
     "AdamW",
     "ArenaGroup",
     "ParamArena",
+    "Lion",
+    "NAdam",
     "Optimizer",
+    "RAdam",
     "RMSprop",
     "__version__",
+    "all_finite",
+    "clip_grad_norm",
+    "clip_grad_value",
     "exceptions",
+    "exclude_from_weight_decay",
     "get_num_threads",
+    "grad_norm",
+    "layerwise_lr_groups",
     "set_num_threads",
     "set_simd_level",
     "simd_level",

@@ -23,7 +23,8 @@ class Adam(Optimizer):
         \theta_t &= \theta' - \frac{\gamma}{1-\beta_1^t}\,
               \frac{m_t}{\sqrt{v_t}/\sqrt{1-\beta_2^t} + \epsilon}
 
-    Same names and defaults as torch.optim.Adam, plus ``l1`` (λ₁ above).
+    Same names and defaults as torch.optim.Adam, plus ``l1`` (λ₁ above) and the
+    step options of :class:`~ferroptim.optimizer.Optimizer` (clipping, EMA, accumulation).
     """
 
     _engine_class = _core.Adam
@@ -40,6 +41,7 @@ class Adam(Optimizer):
         maximize: bool = False,
         decoupled_weight_decay: bool = False,
         l1: float = 0.0,
+        **options: Any,
     ) -> None:
         super().__init__(
             params,
@@ -53,4 +55,5 @@ class Adam(Optimizer):
                 "decoupled_weight_decay": decoupled_weight_decay,
                 "l1": l1,
             },
+            **options,
         )

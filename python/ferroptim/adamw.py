@@ -22,7 +22,8 @@ class AdamW(Optimizer):
               \frac{m_t}{\sqrt{v_t}/\sqrt{1-\beta_2^t} + \epsilon}
 
     (with :math:`\max(\hat v_{t-1}, v_t)` in place of :math:`v_t` under amsgrad).
-    Same names and defaults as torch.optim.AdamW, plus ``l1``.
+    Same names and defaults as torch.optim.AdamW, plus ``l1`` and the step options
+    of :class:`~ferroptim.optimizer.Optimizer` (clipping, EMA, accumulation).
     """
 
     _engine_class = _core.Adam
@@ -38,6 +39,7 @@ class AdamW(Optimizer):
         *,
         maximize: bool = False,
         l1: float = 0.0,
+        **options: Any,
     ) -> None:
         super().__init__(
             params,
@@ -51,4 +53,5 @@ class AdamW(Optimizer):
                 "decoupled_weight_decay": True,
                 "l1": l1,
             },
+            **options,
         )

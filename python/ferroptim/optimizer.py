@@ -13,14 +13,22 @@ user-level params it holds, for ``state_dict`` and ``step_counts``.
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from ferroptim.arena import ArenaGroup, ParamArena
-from ferroptim.exceptions import DtypeError, GradError, ParamError, StateDictError
+from ferroptim.exceptions import (
+    DtypeError,
+    GradError,
+    HyperparameterError,
+    ParamError,
+    StateDictError,
+)
 
 __all__ = ["Optimizer"]
 
@@ -44,14 +52,59 @@ class Optimizer:
     ``name -> array`` (named params), a list of ``(name, array)`` pairs, or a
     :class:`ParamArena`. A group's ``"params"`` may be any of these, or
     ``arena.select(names)``.
+
+    Options every optimizer takes (keyword-only), all applied inside the one
+    Rust pass of a step:
+
+    - ``max_grad_norm``: clip the global grad norm of the step to this value
+      (as ``torch.nn.utils.clip_grad_norm_``; ``norm_type`` 2 or ``inf``). The
+      norm is one extra read of the grads; the scaling is fused into the update.
+    - ``clip_value``: clamp every grad element to ``[-clip_value, clip_value]``.
+    - ``skip_nonfinite``: a step whose grads hold NaN or Inf changes nothing;
+      ``step`` returns False and :attr:`skipped_steps` counts it.
+    - ``ema_decay``: keep an exponential moving average of the weights
+      (``a += (1 - decay)(p - a)``, starting from the first stepped weights);
+      ``ema_equal_weights=True`` keeps their plain mean instead (SWA). Swap it
+      in with ``with opt.averaged_params(): ...``.
+    - ``accumulate=k``: sum (``accumulate_mean=False``) or average the grads of
+      k calls to ``step`` and update on every k-th call.
     """
 
     _engine_class: ClassVar[Any]
 
-    def __init__(self, params: Any, defaults: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        params: Any,
+        defaults: Mapping[str, Any],
+        *,
+        max_grad_norm: float | None = None,
+        norm_type: float = 2.0,
+        clip_value: float | None = None,
+        skip_nonfinite: bool = False,
+        ema_decay: float | None = None,
+        ema_equal_weights: bool = False,
+        accumulate: int = 1,
+        accumulate_mean: bool = True,
+    ) -> None:
         self.defaults = dict(defaults)
         self._engine_class.validate_group(self.defaults)
         self._engine = self._engine_class()
+        self._engine.configure(
+            max_grad_norm=max_grad_norm,
+            norm_type=float(norm_type),
+            clip_value=clip_value,
+            skip_nonfinite=bool(skip_nonfinite),
+            ema_decay=ema_decay,
+            ema_equal=bool(ema_equal_weights),
+        )
+        self._averaging = ema_decay is not None or bool(ema_equal_weights)
+        if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+            raise HyperparameterError(f"accumulate: must be an integer >= 1, got {accumulate!r}")
+        self.accumulate = accumulate
+        self.accumulate_mean = bool(accumulate_mean)
+        self._acc: list[np.ndarray | None] = []
+        self._acc_calls = 0
+        self.num_updates = 0
         self._lock = threading.RLock()
         self.param_groups: list[dict[str, Any]] = []
         self._members: list[list[_Member]] = []
@@ -162,14 +215,15 @@ class Optimizer:
 
     # -- stepping ---------------------------------------------------------
 
-    def step(self, grads: Any = None) -> None:
-        """Updates every param in place from its grad.
+    def step(self, grads: Any = None) -> bool:
+        """Updates every param in place from its grad; True if it did.
 
         ``grads`` is a list in the order of :attr:`params`, or, for named
         params, a dict ``name -> grad``. A ``None`` grad (or a name left out)
         skips that param: its state and step count do not move. An optimizer
         built on a :class:`ParamArena` takes no argument: the grads are the
-        arena's.
+        arena's. Returns False for a step skipped for non-finite grads, and
+        for the calls that only accumulate (``accumulate=k``).
         """
         if self._arena is not None:
             if grads is not None:
@@ -185,7 +239,144 @@ class Optimizer:
         elif isinstance(grads, np.ndarray):
             raise DtypeError("grads must be a list of arrays (one per param), got one array")
         with self._lock:
-            self._engine.step(grads, self.param_groups)
+            if self.accumulate > 1:
+                return self._accumulate(grads)
+            applied = self._engine.step(grads, self.param_groups)
+            self.num_updates += applied
+            return applied
+
+    def _accumulate(self, grads: Any) -> bool:
+        """Adds this call's grads to the buffers; steps on every k-th call."""
+        grads = list(grads)
+        if len(grads) != len(self._members):
+            raise GradError(f"got {len(grads)} grads for {len(self._members)} params")
+        # Check the grads the way a step would before touching the buffers.
+        for i, g in enumerate(grads):
+            if g is None:
+                continue
+            if not isinstance(g, np.ndarray) or g.dtype != self._engine_dtype(i):
+                raise DtypeError(
+                    f"grads[{i}] must be a NumPy {self._engine_dtype(i)} array, got "
+                    f"{g.dtype if isinstance(g, np.ndarray) else type(g).__name__}"
+                )
+            shape = self._engine_shape(i)
+            if g.shape != shape:
+                raise GradError(f"grads[{i}] has shape {g.shape}, the param has shape {shape}")
+        if len(self._acc) != len(grads):
+            self._acc = [None] * len(grads)
+        first = self._acc_calls == 0
+        for i, g in enumerate(grads):
+            if g is None:
+                if first:
+                    self._acc[i] = None
+                continue
+            buf = self._acc[i]
+            if buf is None or first:
+                if buf is None or buf.shape != g.shape:
+                    buf = np.empty(g.shape, self._engine_dtype(i))
+                np.copyto(buf, g)
+                self._acc[i] = buf
+            else:
+                np.add(buf, g, out=buf)
+        self._acc_calls += 1
+        if self._acc_calls < self.accumulate:
+            return False
+        self._acc_calls = 0
+        scale = 1.0 / self.accumulate if self.accumulate_mean else 1.0
+        applied = self._engine.step(list(self._acc), self.param_groups, scale)
+        self.num_updates += applied
+        self._acc = [None] * len(grads)
+        return applied
+
+    def _engine_shape(self, i: int) -> tuple[int, ...]:
+        members = self._members[i]
+        if self._arena is None:
+            return members[0].shape
+        return (members[-1].hi,)
+
+    def _engine_dtype(self, i: int) -> np.dtype:
+        if self._arena is not None:
+            return self._arena.dtype
+        return self.params[i].dtype
+
+    # -- options ----------------------------------------------------------
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped because their grads held NaN or Inf (``skip_nonfinite``)."""
+        return self._engine.skipped_steps
+
+    @property
+    def last_grad_norm(self) -> float | None:
+        """The global grad norm of the last step (with ``max_grad_norm`` or
+        ``skip_nonfinite``), before clipping."""
+        return self._engine.last_grad_norm
+
+    @contextlib.contextmanager
+    def averaged_params(self) -> Iterator[None]:
+        """Swaps the averaged weights into the params, and back on exit.
+
+        >>> with opt.averaged_params():
+        ...     evaluate(model)
+        """
+        if not self._averaging:
+            raise ParamError("no averaged weights: construct with ema_decay=... or ema_equal_weights")
+        with self._lock:
+            self._engine.swap_averages()
+            try:
+                yield
+            finally:
+                self._engine.swap_averages()
+
+    # -- freezing ---------------------------------------------------------
+
+    def _select(self, selectors: Iterable[Any], group: int | None) -> list[int]:
+        """Engine-param indices for names, patterns, indices or a group."""
+        keys = self._keys()
+        wanted: set[Any] = set()
+        if group is not None:
+            if not 0 <= group < len(self._group_keys):
+                raise ParamError(f"group: no param group {group}")
+            wanted.update(self._group_keys[group])
+        for sel in selectors:
+            if isinstance(sel, str):
+                hits = [k for k in keys if isinstance(k, str) and fnmatch.fnmatchcase(k, sel)]
+                if not hits:
+                    raise ParamError(f"no param matches {sel!r}")
+                wanted.update(hits)
+            elif isinstance(sel, int) and not self._named and 0 <= sel < len(keys):
+                wanted.add(sel)
+            else:
+                raise ParamError(f"no param {sel!r}")
+        indices = []
+        for i, members in enumerate(self._members):
+            inside = [m.key in wanted for m in members]
+            if all(inside):
+                indices.append(i)
+            elif any(inside):
+                names = [str(m.key) for m in members]
+                raise ParamError(
+                    f"params {names} share one arena run: freeze all of them, or give "
+                    "the ones to freeze their own param group"
+                )
+        return indices
+
+    def freeze(self, *params: Any, group: int | None = None) -> None:
+        """Freezes params (names, fnmatch patterns, or indices) or a whole group:
+        they take no step and get no state until :meth:`unfreeze`."""
+        self._engine.set_frozen(self._select(params, group), True)
+
+    def unfreeze(self, *params: Any, group: int | None = None) -> None:
+        """Undoes :meth:`freeze`."""
+        self._engine.set_frozen(self._select(params, group), False)
+
+    @property
+    def frozen(self) -> list[Any]:
+        """Keys (names or indices) of the frozen params."""
+        return [
+            m.key for flag, members in zip(self._engine.frozen(), self._members) if flag
+            for m in members
+        ]
 
     def _grads_by_name(self, grads: Mapping[str, Any]) -> list[Any]:
         if not self._named:
@@ -218,8 +409,10 @@ class Optimizer:
                 for m in members:
                     entry: dict[str, Any] = {"step": st["step"]}
                     for slot, values in st.items():
-                        if slot != "step":
+                        if isinstance(values, np.ndarray):
                             entry[slot] = values.reshape(-1)[m.lo : m.hi].reshape(m.shape)
+                        else:  # step, n_averaged, NAdam's mu_product: one per run
+                            entry[slot] = values
                     state[m.key] = entry
             groups = []
             for group, keys in zip(self.param_groups, self._group_keys):
@@ -297,16 +490,25 @@ class Optimizer:
             return {}
         if self._arena is None:
             return dict(present[0][1])
-        # An arena run: every member must agree on the step and hold every slot.
-        steps = {st.get("step", 0) for _, st in present}
-        if len(steps) != 1 or len(present) != len(parts):
+        # An arena run: every member must be present, agree on the scalars
+        # (step, n_averaged, ...) and hold every array.
+        if len(present) != len(parts):
             raise StateDictError(
                 f"params {[str(m.key) for m, _ in parts]} share one arena run, so their "
-                "saved states must all be present with the same step"
+                "saved states must all be present"
             )
-        merged: dict[str, Any] = {"step": steps.pop()}
-        slots = {k for _, st in present for k in st if k != "step"}
-        for slot in sorted(slots):
+        merged: dict[str, Any] = {}
+        keys = {k for _, st in present for k in st}
+        scalars = {k for k in keys if not any(isinstance(st.get(k), np.ndarray) for _, st in present)}
+        for key in sorted(scalars):
+            values = {st.get(key) for _, st in present}
+            if len(values) != 1:
+                raise StateDictError(
+                    f"params {[str(m.key) for m, _ in parts]} share one arena run, so their "
+                    f"saved {key!r} must be equal, got {sorted(map(str, values))}"
+                )
+            merged[key] = values.pop()
+        for slot in sorted(keys - scalars):
             pieces = []
             for m, st in parts:
                 if slot not in st:

@@ -22,7 +22,8 @@ class RMSprop(Optimizer):
               \quad (\mu > 0) \\
         \theta_t &= \theta_{t-1} - \gamma\,g_t / d_t \quad (\mu = 0)
 
-    Same names and defaults as torch.optim.RMSprop, plus ``l1``.
+    Same names and defaults as torch.optim.RMSprop, plus ``l1`` and the step options
+    of :class:`~ferroptim.optimizer.Optimizer` (clipping, EMA, accumulation).
     """
 
     _engine_class = _core.RMSprop
@@ -39,6 +40,7 @@ class RMSprop(Optimizer):
         *,
         maximize: bool = False,
         l1: float = 0.0,
+        **options: Any,
     ) -> None:
         super().__init__(
             params,
@@ -52,4 +54,5 @@ class RMSprop(Optimizer):
                 "maximize": maximize,
                 "l1": l1,
             },
+            **options,
         )

@@ -19,7 +19,8 @@ class SGD(Optimizer):
         d_t &= g_t + \mu\,b_t \ \text{(nesterov)}, \quad b_t \ \text{(momentum)}, \quad g_t \\
         \theta_t &= \theta_{t-1} - \gamma\,d_t
 
-    Same names and defaults as torch.optim.SGD, plus ``l1`` (λ₁ above).
+    Same names and defaults as torch.optim.SGD, plus ``l1`` (λ₁ above) and the
+    step options of :class:`~ferroptim.optimizer.Optimizer` (clipping, EMA, accumulation).
     """
 
     _engine_class = _core.SGD
@@ -35,6 +36,7 @@ class SGD(Optimizer):
         *,
         maximize: bool = False,
         l1: float = 0.0,
+        **options: Any,
     ) -> None:
         super().__init__(
             params,
@@ -47,4 +49,5 @@ class SGD(Optimizer):
                 "maximize": maximize,
                 "l1": l1,
             },
+            **options,
         )

@@ -2,7 +2,14 @@
 //! settings. Each reads its hyperparameters from a param group dict and hands
 //! everything else to [`crate::engine::Engine`].
 
+pub mod adadelta;
+pub mod adagrad;
 pub mod adam;
+pub mod adamax;
+pub mod gradtools;
+pub mod lion;
+pub mod nadam;
+pub mod radam;
 pub mod rmsprop;
 pub mod runtime;
 pub mod sgd;
@@ -36,6 +43,16 @@ impl Group<'_, '_> {
         }
     }
 
+    /// A number in [0, 1].
+    pub fn unit(&self, key: &str) -> Result<f64> {
+        let v = self.number(key)?;
+        if (0.0..=1.0).contains(&v) {
+            Ok(v)
+        } else {
+            Err(hyper(key, &format!("must be in [0, 1], got {v}")))
+        }
+    }
+
     /// A finite number.
     pub fn finite(&self, key: &str) -> Result<f64> {
         let v = self.number(key)?;
@@ -55,9 +72,13 @@ impl Group<'_, '_> {
     /// `(beta1, beta2)`, each in [0, 1).
     pub fn betas(&self, key: &str) -> Result<(f64, f64)> {
         let v = self.get(key)?;
-        let (b1, b2): (f64, f64) = v
+        // Any sequence of two numbers: a tuple, a list (after a JSON round trip), an array.
+        let pair: Vec<f64> = v
             .extract()
-            .map_err(|_| hyper(key, &format!("must be a pair of numbers, got {v}")))?;
+            .ok()
+            .filter(|p: &Vec<f64>| p.len() == 2)
+            .ok_or_else(|| hyper(key, &format!("must be a pair of numbers, got {v}")))?;
+        let (b1, b2) = (pair[0], pair[1]);
         for (i, b) in [b1, b2].into_iter().enumerate() {
             if !(0.0..1.0).contains(&b) {
                 return Err(hyper(
@@ -77,6 +98,56 @@ impl Group<'_, '_> {
         v.extract::<f64>()
             .map_err(|_| hyper(key, &format!("must be a number, got {v}")))
     }
+}
+
+/// Checks the per-optimizer options.
+pub fn options(
+    max_grad_norm: Option<f64>,
+    norm_type: f64,
+    clip_value: Option<f64>,
+    skip_nonfinite: bool,
+    ema_decay: Option<f64>,
+    ema_equal: bool,
+) -> Result<crate::engine::Options> {
+    use crate::engine::{Averaging, Options};
+    let positive = |name: &str, v: Option<f64>| match v {
+        Some(x) if !(x.is_finite() && x > 0.0) => Err(hyper(
+            name,
+            &format!("must be a finite number > 0, got {x}"),
+        )),
+        _ => Ok(v),
+    };
+    let inf_norm = if norm_type == 2.0 {
+        false
+    } else if norm_type == f64::INFINITY {
+        true
+    } else {
+        return Err(hyper(
+            "norm_type",
+            &format!("must be 2 or inf, got {norm_type}"),
+        ));
+    };
+    let averaging = match (ema_decay, ema_equal) {
+        (Some(_), true) => {
+            return Err(hyper(
+                "ema_decay",
+                "give ema_decay or ema_equal_weights, not both",
+            ))
+        }
+        (Some(d), false) if !(0.0..1.0).contains(&d) => {
+            return Err(hyper("ema_decay", &format!("must be in [0, 1), got {d}")))
+        }
+        (Some(d), false) => Some(Averaging::Ema(d)),
+        (None, true) => Some(Averaging::Equal),
+        (None, false) => None,
+    };
+    Ok(Options {
+        max_grad_norm: positive("max_grad_norm", max_grad_norm)?,
+        inf_norm,
+        clip_value: positive("clip_value", clip_value)?,
+        skip_nonfinite,
+        averaging,
+    })
 }
 
 pub fn hyper(name: &str, detail: &str) -> Error {
@@ -131,13 +202,70 @@ macro_rules! optimizer_class {
                 Ok(self.0.add_params(py, &params, group, &labels)?)
             }
 
+            /// One step; returns False when it was skipped (non-finite grads).
+            #[pyo3(signature = (grads, groups, grad_scale = 1.0))]
             fn step(
                 &self,
                 py: Python<'_>,
                 grads: &Bound<'_, PyAny>,
                 groups: &Bound<'_, pyo3::types::PyList>,
+                grad_scale: f64,
+            ) -> PyResult<bool> {
+                Ok(self.0.step(py, grads, groups, grad_scale)?.applied)
+            }
+
+            #[pyo3(signature = (
+                                max_grad_norm = None, norm_type = 2.0, clip_value = None,
+                                skip_nonfinite = false, ema_decay = None, ema_equal = false
+                            ))]
+            fn configure(
+                &self,
+                py: Python<'_>,
+                max_grad_norm: Option<f64>,
+                norm_type: f64,
+                clip_value: Option<f64>,
+                skip_nonfinite: bool,
+                ema_decay: Option<f64>,
+                ema_equal: bool,
             ) -> PyResult<()> {
-                self.0.step(py, grads, groups)
+                let options = super::options(
+                    max_grad_norm,
+                    norm_type,
+                    clip_value,
+                    skip_nonfinite,
+                    ema_decay,
+                    ema_equal,
+                )?;
+                self.0.configure(py, options);
+                Ok(())
+            }
+
+            #[getter]
+            fn skipped_steps(&self, py: Python<'_>) -> u64 {
+                self.0.skipped(py)
+            }
+
+            #[getter]
+            fn last_grad_norm(&self, py: Python<'_>) -> Option<f64> {
+                self.0.last_grad_norm(py)
+            }
+
+            fn set_frozen(
+                &self,
+                py: Python<'_>,
+                indices: Vec<usize>,
+                frozen: bool,
+            ) -> PyResult<()> {
+                Ok(self.0.set_frozen(py, &indices, frozen)?)
+            }
+
+            fn frozen(&self, py: Python<'_>) -> Vec<bool> {
+                self.0.frozen(py)
+            }
+
+            /// Swaps params and averaged weights in place; returns how many were swapped.
+            fn swap_averages(&self, py: Python<'_>) -> PyResult<usize> {
+                Ok(self.0.swap_averages(py)?)
             }
 
             fn state<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {

@@ -31,10 +31,15 @@ pub fn get_num_threads() -> usize {
 /// Sets the number of threads the kernels run on (at least 1).
 #[pyfunction]
 pub fn set_num_threads(py: Python<'_>, n: i64) -> PyResult<()> {
+    let max = parallel::MAX_THREADS;
     let n = usize::try_from(n)
         .ok()
-        .filter(|&n| n >= 1)
-        .ok_or_else(|| Error::Setting(format!("n: the number of threads must be >= 1, got {n}")))?;
+        .filter(|&n| (1..=max).contains(&n))
+        .ok_or_else(|| {
+            Error::Setting(format!(
+                "n: the number of threads must be in 1..={max}, got {n}"
+            ))
+        })?;
     py.detach(|| parallel::set_num_threads(n))
         .map_err(|e| Error::Setting(format!("n: {e}")).into())
 }

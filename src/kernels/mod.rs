@@ -4,9 +4,16 @@
 //! shared pieces are [`simd`] (run-time instruction-set dispatch),
 //! [`parallel`] (the thread pool) and [`multi`] (one pass over many tensors).
 
+pub mod adadelta;
+pub mod adagrad;
 pub mod adam;
+pub mod adamax;
+pub mod gradtools;
+pub mod lion;
 pub mod multi;
+pub mod nadam;
 pub mod parallel;
+pub mod radam;
 pub mod real;
 pub mod rmsprop;
 pub mod roofline;
@@ -30,12 +37,28 @@ pub trait Algorithm: Sync {
     type Hyper: Sync;
     type Scalars<T: Real>: Copy + Send + Sync;
 
+    /// A per-tensor number the rule carries from step to step besides the
+    /// step count (NAdam's running product of momentum coefficients): its
+    /// state-dict name and its value before the first step.
+    const AUX: Option<(&'static str, f64)> = None;
+
     /// The slots a step with these hyperparameters reads and writes.
     fn slots_used(h: &Self::Hyper) -> [bool; MAX_SLOTS];
 
     /// Scalars for step number `step` (1-based, already counted); `fresh[k]`
     /// is true while slot `k` of this tensor has never been written.
     fn scalars<T: Real>(h: &Self::Hyper, step: u64, fresh: [bool; MAX_SLOTS]) -> Self::Scalars<T>;
+
+    /// [`Algorithm::scalars`] for rules with an [`Algorithm::AUX`] value:
+    /// takes the value after the previous step, returns the one after this.
+    fn scalars_aux<T: Real>(
+        h: &Self::Hyper,
+        step: u64,
+        fresh: [bool; MAX_SLOTS],
+        aux: f64,
+    ) -> (Self::Scalars<T>, f64) {
+        (Self::scalars(h, step, fresh), aux)
+    }
 
     /// Updates `param` and the used state slots in place, one pass over memory.
     /// All slices have `param.len()` elements except unused slots, which are empty.

@@ -6,7 +6,7 @@
 
 use std::ptr;
 
-use super::{parallel, Algorithm, Real};
+use super::{parallel, simd, Algorithm, Real};
 
 pub const MAX_SLOTS: usize = 3;
 
@@ -22,6 +22,11 @@ pub struct Job<T, S> {
     /// Offset of this tensor in the flat element space; set by [`run`].
     start: usize,
     scalars: S,
+    /// Grads are read as `clamp(g·scale, −clip, clip)` when set.
+    grad_transform: Option<(T, T)>,
+    /// Averaged weights `a += w·(p − a)`, updated right after the param; null when off.
+    average: *mut T,
+    average_weight: T,
 }
 
 // SAFETY: jobs only travel to the pool's threads for the duration of `run`,
@@ -47,6 +52,9 @@ impl<T: Real, S: Copy> Job<T, S> {
             len,
             start: 0,
             scalars,
+            grad_transform: None,
+            average: ptr::null_mut(),
+            average_weight: T::ZERO,
         }
     }
 
@@ -70,7 +78,27 @@ impl<T: Real, S: Copy> Job<T, S> {
             len,
             start: 0,
             scalars,
+            grad_transform: None,
+            average: ptr::null_mut(),
+            average_weight: T::ZERO,
         }
+    }
+
+    /// Reads every grad as `clamp(g·scale, −clip, clip)` (gradient clipping
+    /// by norm and by value, fused into the step: no copy of the grads).
+    pub fn with_grad_transform(mut self, scale: T, clip: T) -> Self {
+        self.grad_transform = Some((scale, clip));
+        self
+    }
+
+    /// Also updates averaged weights `a += weight·(p − a)` from the new param.
+    ///
+    /// # Safety
+    /// `average` must be valid for `len` elements and overlap no other buffer.
+    pub unsafe fn with_average(mut self, average: *mut T, weight: T) -> Self {
+        self.average = average;
+        self.average_weight = weight;
+        self
     }
 
     /// Updates elements `[lo, hi)` of this tensor.
@@ -79,6 +107,48 @@ impl<T: Real, S: Copy> Job<T, S> {
     /// As for [`Job::from_raw`], and no other thread touches `[lo, hi)`.
     #[inline]
     unsafe fn apply<A: Algorithm<Scalars<T> = S>>(&self, lo: usize, hi: usize) {
+        if self.grad_transform.is_none() && self.average.is_null() {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.apply_plain::<A>(lo, hi) };
+            return;
+        }
+        // Sub-blocks small enough that the transformed grads and the fresh
+        // params are still in L1 when the extra work reads them.
+        const SUB: usize = 1024;
+        let mut buffer = [T::ZERO; SUB];
+        let mut a = lo;
+        while a < hi {
+            let b = (a + SUB).min(hi);
+            let n = b - a;
+            // SAFETY: `[a, b)` lies within `[lo, hi)`, which the caller owns.
+            unsafe {
+                let param = std::slice::from_raw_parts_mut(self.param.add(a), n);
+                let mut grad = std::slice::from_raw_parts(self.grad.add(a), n);
+                if let Some((scale, clip)) = self.grad_transform {
+                    let out = &mut buffer[..n];
+                    simd::dispatch(|| transform(grad, out, scale, clip));
+                    grad = &buffer[..n];
+                }
+                let state = self.state.map(|s| {
+                    if s.is_null() {
+                        &mut [][..]
+                    } else {
+                        std::slice::from_raw_parts_mut(s.add(a), n)
+                    }
+                });
+                A::update(param, grad, state, &self.scalars);
+                if !self.average.is_null() {
+                    let avg = std::slice::from_raw_parts_mut(self.average.add(a), n);
+                    let w = self.average_weight;
+                    simd::dispatch(|| average(avg, param, w));
+                }
+            }
+            a = b;
+        }
+    }
+
+    #[inline]
+    unsafe fn apply_plain<A: Algorithm<Scalars<T> = S>>(&self, lo: usize, hi: usize) {
         let n = hi - lo;
         // SAFETY: upheld by the caller; `lo..hi` lies within `0..len`.
         unsafe {
@@ -93,6 +163,27 @@ impl<T: Real, S: Copy> Job<T, S> {
             });
             A::update(param, grad, state, &self.scalars);
         }
+    }
+}
+
+#[inline(always)]
+fn transform<T: Real>(grad: &[T], out: &mut [T], scale: T, clip: T) {
+    for (o, &g) in out.iter_mut().zip(grad) {
+        let g = g * scale;
+        *o = if g > clip {
+            clip
+        } else if g < -clip {
+            -clip
+        } else {
+            g
+        };
+    }
+}
+
+#[inline(always)]
+fn average<T: Real>(avg: &mut [T], param: &[T], weight: T) {
+    for (a, &p) in avg.iter_mut().zip(param) {
+        *a = *a + weight * (p - *a);
     }
 }
 

@@ -12,13 +12,16 @@ const MIN_CHUNK: usize = 1 << 13;
 /// ...and never larger than this, so the threads stay balanced.
 const MAX_CHUNK: usize = 1 << 18;
 
+/// More threads than this is a typo, not a setting (and would take seconds to spawn).
+pub const MAX_THREADS: usize = 1024;
+
 static POOL: OnceLock<RwLock<Arc<ThreadPool>>> = OnceLock::new();
 
 fn default_threads() -> usize {
     std::env::var("FERROPTIM_NUM_THREADS")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
+        .filter(|&n| n > 0 && n <= MAX_THREADS)
         .unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -55,8 +58,10 @@ pub fn num_threads() -> usize {
 
 /// Replaces the pool. Steps already running finish on the old one.
 pub fn set_num_threads(threads: usize) -> Result<(), String> {
-    if threads == 0 {
-        return Err("the number of threads must be at least 1".into());
+    if threads == 0 || threads > MAX_THREADS {
+        return Err(format!(
+            "the number of threads must be in 1..={MAX_THREADS}, got {threads}"
+        ));
     }
     let pool = build(threads)?;
     *cell().write().unwrap_or_else(|e| e.into_inner()) = pool;

@@ -1,0 +1,26 @@
+//! `_core.Lion`.
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::{optimizer_class, Group};
+use crate::engine::FromGroup;
+use crate::error::Result;
+use crate::kernels::lion::{Lion, LionHyper};
+
+impl FromGroup for LionHyper {
+    fn from_group(group: &Bound<'_, PyDict>) -> Result<Self> {
+        let g = Group(group);
+        let (beta1, beta2) = g.betas("betas")?;
+        Ok(LionHyper {
+            lr: g.non_negative("lr")?,
+            beta1,
+            beta2,
+            weight_decay: g.non_negative("weight_decay")?,
+            l1: g.non_negative("l1")?,
+            maximize: g.flag("maximize")?,
+        })
+    }
+}
+
+optimizer_class!(PyLion, "Lion", Lion);

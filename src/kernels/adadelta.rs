@@ -1,0 +1,101 @@
+//! Adadelta (torch.optim.Adadelta).
+//!
+//! ```text
+//! g  = ±grad + wd·p + l1·sign(p)
+//! s  = ρ·s + (1−ρ)·g²
+//! d  = √(u + ε) / √(s + ε) · g
+//! u  = ρ·u + (1−ρ)·d²
+//! p -= lr·d
+//! ```
+
+use super::{simd, Algorithm, Real, MAX_SLOTS};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdadeltaHyper {
+    pub lr: f64,
+    pub rho: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub l1: f64,
+    pub maximize: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct AdadeltaScalars<T> {
+    grad_sign: T,
+    weight_decay: T,
+    l1: T,
+    rho: T,
+    one_minus_rho: T,
+    eps: T,
+    neg_lr: T,
+    regularize: bool,
+}
+
+pub struct Adadelta;
+
+impl Algorithm for Adadelta {
+    const SLOTS: &'static [&'static str] = &["square_avg", "acc_delta"];
+    type Hyper = AdadeltaHyper;
+    type Scalars<T: Real> = AdadeltaScalars<T>;
+
+    fn slots_used(_h: &AdadeltaHyper) -> [bool; MAX_SLOTS] {
+        [true, true, false]
+    }
+
+    fn scalars<T: Real>(
+        h: &AdadeltaHyper,
+        _step: u64,
+        _fresh: [bool; MAX_SLOTS],
+    ) -> AdadeltaScalars<T> {
+        AdadeltaScalars {
+            grad_sign: T::from_f64(if h.maximize { -1.0 } else { 1.0 }),
+            weight_decay: T::from_f64(h.weight_decay),
+            l1: T::from_f64(h.l1),
+            rho: T::from_f64(h.rho),
+            one_minus_rho: T::from_f64(1.0 - h.rho),
+            eps: T::from_f64(h.eps),
+            neg_lr: T::from_f64(-h.lr),
+            regularize: h.weight_decay != 0.0 || h.l1 != 0.0,
+        }
+    }
+
+    fn update<T: Real>(
+        param: &mut [T],
+        grad: &[T],
+        state: [&mut [T]; MAX_SLOTS],
+        s: &AdadeltaScalars<T>,
+    ) {
+        let [sq, acc, _] = state;
+        if s.regularize {
+            simd::dispatch(|| adadelta::<T, true>(param, grad, sq, acc, s))
+        } else {
+            simd::dispatch(|| adadelta::<T, false>(param, grad, sq, acc, s))
+        }
+    }
+}
+
+#[inline(always)]
+fn adadelta<T: Real, const REGULARIZE: bool>(
+    param: &mut [T],
+    grad: &[T],
+    sq: &mut [T],
+    acc: &mut [T],
+    s: &AdadeltaScalars<T>,
+) {
+    let n = param.len();
+    let (grad, sq, acc) = (&grad[..n], &mut sq[..n], &mut acc[..n]);
+    for i in 0..n {
+        let p = param[i];
+        let mut g = grad[i] * s.grad_sign;
+        if REGULARIZE {
+            g = g + s.weight_decay * p + s.l1 * p.sign();
+        }
+        let si = sq[i] * s.rho + s.one_minus_rho * g * g;
+        sq[i] = si;
+        let std = (si + s.eps).sqrt();
+        let delta = (acc[i] + s.eps).sqrt() / std * g;
+        acc[i] = acc[i] * s.rho + s.one_minus_rho * delta * delta;
+        param[i] = p + s.neg_lr * delta;
+    }
+}

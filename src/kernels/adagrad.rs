@@ -1,0 +1,100 @@
+//! Adagrad (torch.optim.Adagrad).
+//!
+//! ```text
+//! g  = ±grad + wd·p + l1·sign(p)
+//! s  = s + g²                         (s starts at initial_accumulator_value)
+//! p -= lr/(1 + (t−1)·lr_decay) · g / (√s + ε)
+//! ```
+
+use super::{simd, Algorithm, Real, MAX_SLOTS};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdagradHyper {
+    pub lr: f64,
+    pub lr_decay: f64,
+    pub weight_decay: f64,
+    pub l1: f64,
+    pub initial_accumulator_value: f64,
+    pub eps: f64,
+    pub maximize: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct AdagradScalars<T> {
+    grad_sign: T,
+    weight_decay: T,
+    l1: T,
+    /// The accumulator's value before its first step.
+    initial: T,
+    neg_clr: T,
+    eps: T,
+    regularize: bool,
+    fresh: bool,
+}
+
+pub struct Adagrad;
+
+impl Algorithm for Adagrad {
+    const SLOTS: &'static [&'static str] = &["sum"];
+    type Hyper = AdagradHyper;
+    type Scalars<T: Real> = AdagradScalars<T>;
+
+    fn slots_used(_h: &AdagradHyper) -> [bool; MAX_SLOTS] {
+        [true, false, false]
+    }
+
+    fn scalars<T: Real>(
+        h: &AdagradHyper,
+        step: u64,
+        fresh: [bool; MAX_SLOTS],
+    ) -> AdagradScalars<T> {
+        let clr = h.lr / (1.0 + (step as f64 - 1.0) * h.lr_decay);
+        AdagradScalars {
+            grad_sign: T::from_f64(if h.maximize { -1.0 } else { 1.0 }),
+            weight_decay: T::from_f64(h.weight_decay),
+            l1: T::from_f64(h.l1),
+            initial: T::from_f64(h.initial_accumulator_value),
+            neg_clr: T::from_f64(-clr),
+            eps: T::from_f64(h.eps),
+            regularize: h.weight_decay != 0.0 || h.l1 != 0.0,
+            fresh: fresh[0],
+        }
+    }
+
+    fn update<T: Real>(
+        param: &mut [T],
+        grad: &[T],
+        state: [&mut [T]; MAX_SLOTS],
+        s: &AdagradScalars<T>,
+    ) {
+        let [sum, _, _] = state;
+        match (s.fresh, s.regularize) {
+            (false, false) => simd::dispatch(|| adagrad::<T, false, false>(param, grad, sum, s)),
+            (false, true) => simd::dispatch(|| adagrad::<T, false, true>(param, grad, sum, s)),
+            (true, false) => simd::dispatch(|| adagrad::<T, true, false>(param, grad, sum, s)),
+            (true, true) => simd::dispatch(|| adagrad::<T, true, true>(param, grad, sum, s)),
+        }
+    }
+}
+
+#[inline(always)]
+fn adagrad<T: Real, const FRESH: bool, const REGULARIZE: bool>(
+    param: &mut [T],
+    grad: &[T],
+    sum: &mut [T],
+    s: &AdagradScalars<T>,
+) {
+    let n = param.len();
+    let (grad, sum) = (&grad[..n], &mut sum[..n]);
+    for i in 0..n {
+        let p = param[i];
+        let mut g = grad[i] * s.grad_sign;
+        if REGULARIZE {
+            g = g + s.weight_decay * p + s.l1 * p.sign();
+        }
+        let prev = if FRESH { s.initial } else { sum[i] };
+        let acc = prev + g * g;
+        sum[i] = acc;
+        param[i] = p + s.neg_clr * g / (acc.sqrt() + s.eps);
+    }
+}

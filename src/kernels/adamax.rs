@@ -1,0 +1,97 @@
+//! Adamax (torch.optim.Adamax): Adam with an infinity-norm second moment.
+//!
+//! ```text
+//! g  = ±grad + wd·p + l1·sign(p)
+//! m  = m + (1−β1)(g − m)
+//! u  = max(β2·u, |g| + ε)
+//! p -= lr/(1−β1ᵗ) · m / u
+//! ```
+
+use super::{simd, Algorithm, Real, MAX_SLOTS};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamaxHyper {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub l1: f64,
+    pub maximize: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct AdamaxScalars<T> {
+    grad_sign: T,
+    weight_decay: T,
+    l1: T,
+    one_minus_beta1: T,
+    beta2: T,
+    eps: T,
+    neg_clr: T,
+    regularize: bool,
+}
+
+pub struct Adamax;
+
+impl Algorithm for Adamax {
+    const SLOTS: &'static [&'static str] = &["exp_avg", "exp_inf"];
+    type Hyper = AdamaxHyper;
+    type Scalars<T: Real> = AdamaxScalars<T>;
+
+    fn slots_used(_h: &AdamaxHyper) -> [bool; MAX_SLOTS] {
+        [true, true, false]
+    }
+
+    fn scalars<T: Real>(h: &AdamaxHyper, step: u64, _fresh: [bool; MAX_SLOTS]) -> AdamaxScalars<T> {
+        let bias_correction = 1.0 - h.beta1.powf(step as f64);
+        AdamaxScalars {
+            grad_sign: T::from_f64(if h.maximize { -1.0 } else { 1.0 }),
+            weight_decay: T::from_f64(h.weight_decay),
+            l1: T::from_f64(h.l1),
+            one_minus_beta1: T::from_f64(1.0 - h.beta1),
+            beta2: T::from_f64(h.beta2),
+            eps: T::from_f64(h.eps),
+            neg_clr: T::from_f64(-(h.lr / bias_correction)),
+            regularize: h.weight_decay != 0.0 || h.l1 != 0.0,
+        }
+    }
+
+    fn update<T: Real>(
+        param: &mut [T],
+        grad: &[T],
+        state: [&mut [T]; MAX_SLOTS],
+        s: &AdamaxScalars<T>,
+    ) {
+        let [m, u, _] = state;
+        if s.regularize {
+            simd::dispatch(|| adamax::<T, true>(param, grad, m, u, s))
+        } else {
+            simd::dispatch(|| adamax::<T, false>(param, grad, m, u, s))
+        }
+    }
+}
+
+#[inline(always)]
+fn adamax<T: Real, const REGULARIZE: bool>(
+    param: &mut [T],
+    grad: &[T],
+    m: &mut [T],
+    u: &mut [T],
+    s: &AdamaxScalars<T>,
+) {
+    let n = param.len();
+    let (grad, m, u) = (&grad[..n], &mut m[..n], &mut u[..n]);
+    for i in 0..n {
+        let p = param[i];
+        let mut g = grad[i] * s.grad_sign;
+        if REGULARIZE {
+            g = g + s.weight_decay * p + s.l1 * p.sign();
+        }
+        let mi = m[i] + s.one_minus_beta1 * (g - m[i]);
+        m[i] = mi;
+        let ui = (u[i] * s.beta2).max_val(g.abs() + s.eps);
+        u[i] = ui;
+        param[i] = p + s.neg_clr * mi / ui;
+    }
+}

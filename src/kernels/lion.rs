@@ -1,0 +1,80 @@
+//! Lion (Chen et al., "Symbolic Discovery of Optimization Algorithms", 2023).
+//!
+//! ```text
+//! g  = ±grad + l1·sign(p)
+//! c  = β1·m + (1−β1)·g
+//! p  = p·(1 − lr·wd) − lr·sign(c)          (decoupled weight decay)
+//! m  = β2·m + (1−β2)·g
+//! ```
+
+use super::{simd, Algorithm, Real, MAX_SLOTS};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LionHyper {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub weight_decay: f64,
+    pub l1: f64,
+    pub maximize: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct LionScalars<T> {
+    grad_sign: T,
+    l1: T,
+    decay: T,
+    beta1: T,
+    one_minus_beta1: T,
+    beta2: T,
+    one_minus_beta2: T,
+    neg_lr: T,
+}
+
+pub struct Lion;
+
+impl Algorithm for Lion {
+    const SLOTS: &'static [&'static str] = &["exp_avg"];
+    type Hyper = LionHyper;
+    type Scalars<T: Real> = LionScalars<T>;
+
+    fn slots_used(_h: &LionHyper) -> [bool; MAX_SLOTS] {
+        [true, false, false]
+    }
+
+    fn scalars<T: Real>(h: &LionHyper, _step: u64, _fresh: [bool; MAX_SLOTS]) -> LionScalars<T> {
+        LionScalars {
+            grad_sign: T::from_f64(if h.maximize { -1.0 } else { 1.0 }),
+            l1: T::from_f64(h.l1),
+            decay: T::from_f64(1.0 - h.lr * h.weight_decay),
+            beta1: T::from_f64(h.beta1),
+            one_minus_beta1: T::from_f64(1.0 - h.beta1),
+            beta2: T::from_f64(h.beta2),
+            one_minus_beta2: T::from_f64(1.0 - h.beta2),
+            neg_lr: T::from_f64(-h.lr),
+        }
+    }
+
+    fn update<T: Real>(
+        param: &mut [T],
+        grad: &[T],
+        state: [&mut [T]; MAX_SLOTS],
+        s: &LionScalars<T>,
+    ) {
+        let [m, _, _] = state;
+        simd::dispatch(|| lion::<T>(param, grad, m, s))
+    }
+}
+
+#[inline(always)]
+fn lion<T: Real>(param: &mut [T], grad: &[T], m: &mut [T], s: &LionScalars<T>) {
+    let n = param.len();
+    let (grad, m) = (&grad[..n], &mut m[..n]);
+    for i in 0..n {
+        let p = param[i];
+        let g = grad[i] * s.grad_sign + s.l1 * p.sign();
+        let c = m[i] * s.beta1 + s.one_minus_beta1 * g;
+        param[i] = p * s.decay + s.neg_lr * c.sign();
+        m[i] = m[i] * s.beta2 + s.one_minus_beta2 * g;
+    }
+}

@@ -1,0 +1,150 @@
+//! NAdam (torch.optim.NAdam): Adam with Nesterov momentum and a momentum schedule.
+//!
+//! ```text
+//! g   = ±grad + wd·p + l1·sign(p)          (wd only when coupled)
+//! p  *= 1 − lr·wd                          (decoupled)
+//! μt  = β1(1 − ½·0.96^(t·ψ)),  μt+1 = β1(1 − ½·0.96^((t+1)·ψ)),  Πt = Πt−1·μt
+//! m   = m + (1−β1)(g − m);   v = β2·v + (1−β2)·g²
+//! d   = √(v / (1−β2ᵗ)) + ε
+//! p  += −lr(1−μt)/(1−Πt) · g/d
+//! p  += −lr·μt+1/(1−Πt·μt+1) · m/d
+//! ```
+//!
+//! Πt (`mu_product`) is carried per tensor from step to step.
+
+use super::{simd, Algorithm, Real, MAX_SLOTS};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NadamHyper {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub l1: f64,
+    pub momentum_decay: f64,
+    pub decoupled: bool,
+    pub maximize: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct NadamScalars<T> {
+    grad_sign: T,
+    coupled_wd: T,
+    l1: T,
+    decay: T,
+    one_minus_beta1: T,
+    beta2: T,
+    one_minus_beta2: T,
+    bias_correction2: T,
+    eps: T,
+    grad_coef: T,
+    avg_coef: T,
+    regularize: bool,
+}
+
+pub struct Nadam;
+
+fn mu(h: &NadamHyper, t: f64) -> f64 {
+    h.beta1 * (1.0 - 0.5 * 0.96f64.powf(t * h.momentum_decay))
+}
+
+impl Nadam {
+    fn make<T: Real>(h: &NadamHyper, step: u64, mu_product_before: f64) -> (NadamScalars<T>, f64) {
+        let t = step as f64;
+        let bias_correction2 = 1.0 - h.beta2.powf(t);
+        let mu_t = mu(h, t);
+        let mu_next = mu(h, t + 1.0);
+        let mu_product = mu_product_before * mu_t;
+        let mu_product_next = mu_product * mu_next;
+        let decoupled = h.decoupled && h.weight_decay != 0.0;
+        let coupled_wd = if decoupled { 0.0 } else { h.weight_decay };
+        let s = NadamScalars {
+            grad_sign: T::from_f64(if h.maximize { -1.0 } else { 1.0 }),
+            coupled_wd: T::from_f64(coupled_wd),
+            l1: T::from_f64(h.l1),
+            decay: T::from_f64(if decoupled {
+                1.0 - h.lr * h.weight_decay
+            } else {
+                1.0
+            }),
+            one_minus_beta1: T::from_f64(1.0 - h.beta1),
+            beta2: T::from_f64(h.beta2),
+            one_minus_beta2: T::from_f64(1.0 - h.beta2),
+            bias_correction2: T::from_f64(bias_correction2),
+            eps: T::from_f64(h.eps),
+            grad_coef: T::from_f64(-h.lr * (1.0 - mu_t) / (1.0 - mu_product)),
+            avg_coef: T::from_f64((-h.lr * mu_next) / (1.0 - mu_product_next)),
+            regularize: coupled_wd != 0.0 || h.l1 != 0.0,
+        };
+        (s, mu_product)
+    }
+}
+
+impl Algorithm for Nadam {
+    const SLOTS: &'static [&'static str] = &["exp_avg", "exp_avg_sq"];
+    const AUX: Option<(&'static str, f64)> = Some(("mu_product", 1.0));
+    type Hyper = NadamHyper;
+    type Scalars<T: Real> = NadamScalars<T>;
+
+    fn slots_used(_h: &NadamHyper) -> [bool; MAX_SLOTS] {
+        [true, true, false]
+    }
+
+    /// With constant hyperparameters, Πt−1 is the product of μ1..μt−1.
+    fn scalars<T: Real>(h: &NadamHyper, step: u64, _fresh: [bool; MAX_SLOTS]) -> NadamScalars<T> {
+        let before = (1..step).fold(1.0, |acc, k| acc * mu(h, k as f64));
+        Self::make(h, step, before).0
+    }
+
+    fn scalars_aux<T: Real>(
+        h: &NadamHyper,
+        step: u64,
+        _fresh: [bool; MAX_SLOTS],
+        aux: f64,
+    ) -> (NadamScalars<T>, f64) {
+        Self::make(h, step, aux)
+    }
+
+    fn update<T: Real>(
+        param: &mut [T],
+        grad: &[T],
+        state: [&mut [T]; MAX_SLOTS],
+        s: &NadamScalars<T>,
+    ) {
+        let [m, v, _] = state;
+        if s.regularize {
+            simd::dispatch(|| nadam::<T, true>(param, grad, m, v, s))
+        } else {
+            simd::dispatch(|| nadam::<T, false>(param, grad, m, v, s))
+        }
+    }
+}
+
+#[inline(always)]
+fn nadam<T: Real, const REGULARIZE: bool>(
+    param: &mut [T],
+    grad: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    s: &NadamScalars<T>,
+) {
+    let n = param.len();
+    let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
+    for i in 0..n {
+        let p = param[i];
+        let mut g = grad[i] * s.grad_sign;
+        if REGULARIZE {
+            g = g + s.coupled_wd * p + s.l1 * p.sign();
+        }
+        let p = p * s.decay;
+        let mi = m[i] + s.one_minus_beta1 * (g - m[i]);
+        let vi = v[i] * s.beta2 + s.one_minus_beta2 * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        let denom = (vi / s.bias_correction2).sqrt() + s.eps;
+        // Two rounded updates, as torch applies them.
+        let p = p + s.grad_coef * g / denom;
+        param[i] = p + s.avg_coef * mi / denom;
+    }
+}
