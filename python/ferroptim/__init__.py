@@ -6,7 +6,7 @@
 >>> opt.step([np.ones(3, np.float32)])
 """
 
-from ferroptim import exceptions
+from ferroptim import exceptions, schedules
 from ferroptim._core import (
     __version__,
     get_num_threads,
@@ -27,6 +27,7 @@ from ferroptim.nadam import NAdam
 from ferroptim.optimizer import Optimizer
 from ferroptim.radam import RAdam
 from ferroptim.rmsprop import RMSprop
+from ferroptim.schedules import ReduceLROnPlateau, Scheduler
 from ferroptim.sgd import SGD
 
 __all__ = [
@@ -43,6 +44,8 @@ __all__ = [
     "Optimizer",
     "RAdam",
     "RMSprop",
+    "ReduceLROnPlateau",
+    "Scheduler",
     "__version__",
     "all_finite",
     "clip_grad_norm",
@@ -52,6 +55,7 @@ __all__ = [
     "get_num_threads",
     "grad_norm",
     "layerwise_lr_groups",
+    "schedules",
     "set_num_threads",
     "set_simd_level",
     "simd_level",

@@ -294,9 +294,7 @@ def run(
             times = measure(fns, budget)
             bpp = BYTES_PER_PARAM[opt] * (2 if case.dtype == np.float64 else 1)
             for name, ts in times.items():
-                rows.append(
-                    Row(case.name, opt, name, statistics.median(ts), case.numel, bpp, roof)
-                )
+                rows.append(Row(case.name, opt, name, statistics.median(ts), case.numel, bpp, roof))
             del fns
             bar.update(1)
     bar.close()

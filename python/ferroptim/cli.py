@@ -11,6 +11,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     demo = sub.add_parser("demo", help="fit small problems with every optimizer (the default)")
     demo.add_argument("--steps", type=int, default=200, help="optimizer steps per problem")
+    sub.add_parser("train", help="train a NumPy model (see: ferroptim train --help)")
+    sub.add_parser("tune", help="hyperparameter search on Optuna (see: ferroptim tune --help)")
     bench = sub.add_parser("bench", help="benchmark against torch.optim and NumPy")
     bench.add_argument(
         "--optimizers", default="sgd,adam,adamw,rmsprop", help="comma-separated list"
@@ -22,6 +24,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        from ferroptim.train.cli import main as train_main
+
+        return train_main(argv[1:])
+    if argv[:1] == ["tune"]:
+        from ferroptim.tune import main as tune_main
+
+        return tune_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     command = args.command or "demo"

@@ -320,7 +320,9 @@ class Optimizer:
         ...     evaluate(model)
         """
         if not self._averaging:
-            raise ParamError("no averaged weights: construct with ema_decay=... or ema_equal_weights")
+            raise ParamError(
+                "no averaged weights: construct with ema_decay=... or ema_equal_weights"
+            )
         with self._lock:
             self._engine.swap_averages()
             try:
@@ -374,7 +376,9 @@ class Optimizer:
     def frozen(self) -> list[Any]:
         """Keys (names or indices) of the frozen params."""
         return [
-            m.key for flag, members in zip(self._engine.frozen(), self._members) if flag
+            m.key
+            for flag, members in zip(self._engine.frozen(), self._members)
+            if flag
             for m in members
         ]
 
@@ -499,7 +503,9 @@ class Optimizer:
             )
         merged: dict[str, Any] = {}
         keys = {k for _, st in present for k in st}
-        scalars = {k for k in keys if not any(isinstance(st.get(k), np.ndarray) for _, st in present)}
+        scalars = {
+            k for k in keys if not any(isinstance(st.get(k), np.ndarray) for _, st in present)
+        }
         for key in sorted(scalars):
             values = {st.get(key) for _, st in present}
             if len(values) != 1:

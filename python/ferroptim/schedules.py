@@ -137,11 +137,11 @@ def _callable(name: str, value: Any) -> Callable[..., Any]:
     return value
 
 
-def _base(base: float | None) -> tuple[float, bool]:
+def _base(base: float | None, name: str = "base") -> tuple[float, bool]:
     """``(scale, relative)``: a factor schedule (scale 1) when ``base`` is None."""
     if base is None:
         return 1.0, True
-    return _real("base", base), False
+    return _real(name, base), False
 
 
 def _step(step: Any) -> int:
@@ -217,7 +217,7 @@ def constant(value: float | None = None) -> Schedule:
     With ``value=None`` the schedule is relative with factor 1: it holds each
     group's initial value (useful as a piece of :func:`sequential`).
     """
-    v, relative = _base(value)
+    v, relative = _base(value, "value")
     return Schedule(lambda t: v, relative=relative, name=f"constant({_fmt(value=value)})")
 
 

@@ -1,0 +1,36 @@
+"""Training NumPy models with ferroptim optimizers: the trainer, its
+callbacks, checkpoints, data sets, and built-in layers, losses and metrics."""
+
+from ferroptim.train.callbacks import (
+    Callback,
+    CSVLogger,
+    EarlyStopping,
+    ModelCheckpoint,
+    PlotHistory,
+    ProgressBar,
+    ReduceLROnPlateau,
+    TerminateOnNaN,
+)
+from ferroptim.train.checkpoint import CheckpointError
+from ferroptim.train.data import Dataset, batches, load_dataset
+from ferroptim.train.plot import plot_history
+from ferroptim.train.trainer import FunctionModel, History, Trainer
+
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "CheckpointError",
+    "Dataset",
+    "EarlyStopping",
+    "FunctionModel",
+    "History",
+    "ModelCheckpoint",
+    "PlotHistory",
+    "ProgressBar",
+    "ReduceLROnPlateau",
+    "TerminateOnNaN",
+    "Trainer",
+    "batches",
+    "load_dataset",
+    "plot_history",
+]

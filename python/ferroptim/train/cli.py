@@ -1,0 +1,331 @@
+"""`ferroptim train`: train a NumPy model from the command line.
+
+With no flags: an MLP on scikit-learn's bundled digits, progress bars, and a
+last line with the test accuracy. ``--out DIR`` writes history.csv,
+curves.png and the checkpoints (best.npz, last.npz); ``--resume DIR``
+continues a run from DIR/last.npz exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import ferroptim as fo
+
+OPTIMIZERS = {
+    "sgd": fo.SGD,
+    "adam": fo.Adam,
+    "adamw": fo.AdamW,
+    "rmsprop": fo.RMSprop,
+    "adagrad": fo.Adagrad,
+    "adadelta": fo.Adadelta,
+    "adamax": fo.Adamax,
+    "nadam": fo.NAdam,
+    "radam": fo.RAdam,
+    "lion": fo.Lion,
+}
+# Learning rates that suit the built-in models with the default schedule.
+DEFAULT_LR = {
+    "sgd": 0.05,
+    "adam": 3e-3,
+    "adamw": 3e-3,
+    "rmsprop": 1e-3,
+    "adagrad": 1e-2,
+    "adadelta": 1.0,
+    "adamax": 3e-3,
+    "nadam": 3e-3,
+    "radam": 3e-3,
+    "lion": 3e-4,
+}
+SCHEDULES = ("constant", "step", "exponential", "inverse-time", "cosine", "onecycle", "linear")
+MODELS = ("linear", "logistic", "mlp")
+
+
+class UsageError(Exception):
+    """A bad flag or input: reported in one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise UsageError(message)
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = parser or _Parser(prog="ferroptim train", description=__doc__)
+    p.add_argument(
+        "--dataset",
+        default="digits",
+        help="digits | iris | synthetic-regression | synthetic-classification | "
+        "FILE.npz (arrays X, y) | FILE.csv (last column is the label)",
+    )
+    p.add_argument("--model", default="mlp", help="|".join(MODELS))
+    p.add_argument("--hidden", default="256,128", help="hidden layer sizes of the MLP")
+    p.add_argument("--activation", default="relu", help="relu | tanh")
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--optimizer", default="adamw", help="|".join(OPTIMIZERS))
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate (default: "
+        + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items())
+        + ")",
+    )
+    p.add_argument("--momentum", type=float, default=None)
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--betas", default=None, help="beta1,beta2")
+    p.add_argument("--eps", type=float, default=None)
+    p.add_argument("--nesterov", action="store_true", default=None)
+    p.add_argument(
+        "--opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other optimizer hyperparameter, e.g. --opt amsgrad=true",
+    )
+    p.add_argument("--schedule", default="cosine", help="|".join(SCHEDULES))
+    p.add_argument("--warmup", type=int, default=0, help="linear warmup steps")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-grad-norm", type=float, default=None)
+    p.add_argument(
+        "--ema-decay", type=float, default=None, help="evaluate with an EMA of the weights"
+    )
+    p.add_argument("--patience", type=int, default=None, help="early stopping on val loss")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="float32", help="float32 | float64")
+    p.add_argument("--out", default=None, help="folder for history.csv, curves.png, checkpoints")
+    p.add_argument("--resume", default=None, help="folder of a run to continue (its last.npz)")
+    p.add_argument("--verbose", type=int, default=1, help="0: quiet, 1: progress bars")
+    return p
+
+
+def _value(text: str) -> Any:
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _floats(flag: str, text: str, n: int | None = None) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{flag}: expected numbers separated by commas, got {text!r}") from None
+    if n is not None and len(values) != n:
+        raise UsageError(f"{flag}: expected {n} numbers, got {text!r}")
+    return values
+
+
+def optimizer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The chosen optimizer's keyword arguments; flags it does not take are errors."""
+    if args.optimizer not in OPTIMIZERS:
+        raise UsageError(
+            f"--optimizer: unknown {args.optimizer!r}; choose from {', '.join(OPTIMIZERS)}"
+        )
+    cls = OPTIMIZERS[args.optimizer]
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "params", "options"}
+    given: dict[str, Any] = {}
+    for flag, key, value in (
+        ("--lr", "lr", DEFAULT_LR[args.optimizer] if args.lr is None else args.lr),
+        ("--momentum", "momentum", args.momentum),
+        ("--weight-decay", "weight_decay", args.weight_decay),
+        ("--betas", "betas", tuple(_floats("--betas", args.betas, 2)) if args.betas else None),
+        ("--eps", "eps", args.eps),
+        ("--nesterov", "nesterov", args.nesterov),
+    ):
+        if value is None:
+            continue
+        if key not in accepted:
+            raise UsageError(f"{flag} does not apply to {args.optimizer}")
+        given[key] = value
+    for item in args.opt:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--opt: expected KEY=VALUE, got {item!r}")
+        if key not in accepted:
+            raise UsageError(
+                f"--opt: {args.optimizer} has no hyperparameter {key!r} "
+                f"(it has {', '.join(sorted(accepted))})"
+            )
+        given[key] = _value(text)
+    return given
+
+
+def make_schedule(name: str, total_steps: int, warmup: int) -> Any:
+    """A relative schedule (a factor of each group's lr), with optional warmup."""
+    from ferroptim import schedules as S
+
+    if name not in SCHEDULES:
+        raise UsageError(f"--schedule: unknown {name!r}; choose from {', '.join(SCHEDULES)}")
+    if warmup < 0 or warmup >= max(total_steps, 1):
+        raise UsageError(f"--warmup must be in [0, {total_steps}) steps, got {warmup}")
+    rest = max(total_steps - warmup, 1)
+    main = {
+        "constant": lambda: S.constant(),
+        "step": lambda: S.step_decay(max(rest // 3, 1), 0.1),
+        "exponential": lambda: S.exponential(0.01 ** (1 / rest)),
+        "inverse-time": lambda: S.inverse_time(10.0 / rest),
+        "cosine": lambda: S.cosine_annealing(rest),
+        "linear": lambda: S.linear(1.0, 0.0, rest),
+        "onecycle": lambda: _clamped(S.one_cycle(1.0, rest), rest),
+    }[name]()
+    if warmup == 0:
+        return main
+    return S.sequential([S.linear(1.0 / warmup, 1.0, warmup), main], [warmup])
+
+
+def _clamped(schedule: Any, total: int) -> Any:
+    """A one-cycle factor that holds its last value past ``total`` steps."""
+    from ferroptim import schedules as S
+
+    return S.lambda_schedule(lambda t: schedule(min(t, total - 1)))
+
+
+def _build(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
+    from ferroptim.schedules import Scheduler
+    from ferroptim.train.data import load_dataset
+    from ferroptim.train.models import linear_regression, logistic_regression, mlp
+
+    if args.model not in MODELS:
+        raise UsageError(f"--model: unknown {args.model!r}; choose from {', '.join(MODELS)}")
+    for flag, value, low in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1)):
+        if value < low:
+            raise UsageError(f"{flag} must be >= {low}, got {value}")
+    if not 0 <= args.dropout < 1:
+        raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
+    if args.dtype not in ("float32", "float64"):
+        raise UsageError(f"--dtype: float32 or float64, got {args.dtype!r}")
+    hidden = [int(h) for h in _floats("--hidden", args.hidden)] if args.hidden else []
+    kwargs = optimizer_kwargs(args)
+    try:
+        data = load_dataset(args.dataset, seed=args.seed)
+    except ValueError as err:
+        raise UsageError(f"--dataset: {err}") from None
+    dtype = np.dtype(args.dtype)
+    if data.task == "regression" and args.model == "logistic":
+        raise UsageError(
+            f"--model logistic needs a classification dataset; {args.dataset} is regression"
+        )
+    if data.task == "classification" and args.model == "linear":
+        raise UsageError(f"--model linear is for regression; {args.dataset} is classification")
+    if args.model == "linear":
+        model = linear_regression(data.n_features, data.n_outputs, seed=args.seed, dtype=dtype)
+    elif args.model == "logistic":
+        model = logistic_regression(data.n_features, data.n_classes, seed=args.seed, dtype=dtype)
+    else:
+        model = mlp(
+            data.n_features,
+            hidden=tuple(hidden),
+            n_outputs=data.n_outputs,
+            activation=args.activation,
+            dropout=args.dropout,
+            seed=args.seed,
+            dtype=dtype,
+        )
+    if data.task == "regression":
+        data.y_train, data.y_val, data.y_test = (
+            y.reshape(-1, 1).astype(dtype) for y in (data.y_train, data.y_val, data.y_test)
+        )
+    groups = fo.exclude_from_weight_decay(model.arena, patterns=("*.b",))
+    try:
+        optimizer = OPTIMIZERS[args.optimizer](
+            groups, max_grad_norm=args.max_grad_norm, ema_decay=args.ema_decay, **kwargs
+        )
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"--optimizer {args.optimizer}: {err}") from None
+    steps_per_epoch = -(-len(data.X_train) // args.batch_size)
+    schedule = make_schedule(args.schedule, args.epochs * steps_per_epoch, args.warmup)
+    scheduler = Scheduler(optimizer, schedule)
+    return data, model, optimizer, {"scheduler": scheduler}
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    from ferroptim.train import callbacks as C
+    from ferroptim.train import checkpoint
+    from ferroptim.train.trainer import Trainer
+
+    saved = None
+    if args.resume:
+        path = Path(args.resume) / "last.npz"
+        try:
+            saved = checkpoint.load(path)
+        except checkpoint.CheckpointError as err:
+            raise UsageError(f"--resume: {err}") from None
+        # Rebuild the run from its own flags; flags given now override them.
+        old = build_parser().parse_args(saved["config"]["argv"])
+        given = build_parser().parse_args(argv)
+        defaults = build_parser().parse_args([])
+        for key, value in vars(given).items():
+            if value != getattr(defaults, key) and key != "resume":
+                setattr(old, key, value)
+        old.resume, old.out = args.resume, args.out or args.resume
+        args = old
+        argv = saved["config"]["argv"]
+    data, model, optimizer, extra = _build(args)
+    callbacks: list[Any] = []
+    if args.patience is not None:
+        callbacks.append(C.EarlyStopping("val_loss", patience=args.patience))
+    callbacks.append(C.TerminateOnNaN())
+    if args.out:
+        out = Path(args.out)
+        callbacks += [
+            C.CSVLogger(out / "history.csv"),
+            C.ModelCheckpoint(out, monitor="val_loss"),
+            C.PlotHistory(out / "curves.png"),
+        ]
+    classification = data.task == "classification"
+    trainer = Trainer(
+        model,
+        optimizer,
+        loss="cross_entropy" if classification else "mse",
+        metrics=["accuracy"] if classification else ["r2"],
+        scheduler=extra["scheduler"],
+        batch_size=args.batch_size,
+        callbacks=callbacks,
+        seed=args.seed,
+        verbose=args.verbose,
+        config={"argv": list(argv)},
+    )
+    if saved is not None:
+        try:
+            trainer.load_state_dict(saved)
+        except ValueError as err:
+            raise UsageError(f"--resume: {err}") from None
+        if args.out and Path(args.out) != Path(args.resume):
+            # The history so far goes to the new folder too.
+            (Path(args.out) / "history.csv").unlink(missing_ok=True)
+    start = time.perf_counter()
+    trainer.fit(
+        data.X_train, data.y_train, epochs=args.epochs, validation_data=(data.X_val, data.y_val)
+    )
+    elapsed = time.perf_counter() - start
+    test = trainer.evaluate(data.X_test, data.y_test)
+    metric = "accuracy" if classification else "r2"
+    where = f"; wrote {args.out}" if args.out else ""
+    print(
+        f"test {metric}: {test[metric]:.4f} (loss {test['loss']:.4f}) after "
+        f"{trainer.epoch} epochs in {elapsed:.1f} s{where}"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        return run(args, argv)
+    except UsageError as err:
+        print(f"ferroptim train: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,402 @@
+"""The training loop: mini-batches, callbacks, history and exact resume.
+
+The model protocol (what :class:`Trainer` needs from a model):
+
+- ``arena``: a :class:`ferroptim.ParamArena` holding every param;
+- ``forward(X, train: bool) -> output`` (logits or predictions);
+- ``backward(grad_output) -> None``: writes the grads of the last forward
+  into ``arena.grads`` in place;
+- optional ``get_rng_state() / set_rng_state(state)`` (dropout), and
+  ``config()`` (a JSON dict, stored in checkpoints and compared on load).
+
+Or wrap a plain function with :class:`FunctionModel`:
+``loss_and_grads(params, X_batch, y_batch) -> (loss, grads)``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferroptim.arena import ParamArena
+from ferroptim.train import checkpoint
+from ferroptim.train.callbacks import Callback, ProgressBar
+from ferroptim.train.checkpoint import CheckpointError
+from ferroptim.train.data import batches
+
+__all__ = ["FunctionModel", "History", "Trainer"]
+
+
+class FunctionModel:
+    """Adapts ``loss_and_grads(params, X, y) -> (loss, grads)`` to the trainer.
+
+    ``params`` is a dict ``name -> array`` (copied into an arena, whose views
+    are then handed to the function) or a ParamArena; ``predict(params, X)``
+    is optional and enables :meth:`Trainer.predict` and validation metrics.
+    """
+
+    def __init__(
+        self,
+        params: Mapping[str, np.ndarray] | ParamArena,
+        loss_and_grads: Callable[[dict[str, np.ndarray], np.ndarray, np.ndarray], Any],
+        predict: Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        self.arena = params if isinstance(params, ParamArena) else ParamArena.from_arrays(params)
+        self.loss_and_grads_fn = loss_and_grads
+        self.predict_fn = predict
+
+    def loss_and_grads(self, X: np.ndarray, y: np.ndarray) -> float:
+        loss, grads = self.loss_and_grads_fn(self.arena.params, X, y)
+        for name, g in grads.items():
+            self.arena.grads[name][...] = g
+        return float(loss)
+
+    def forward(self, X: np.ndarray, train: bool = False) -> np.ndarray:
+        if self.predict_fn is None:
+            raise ValueError("this FunctionModel has no predict function")
+        return self.predict_fn(self.arena.params, X)
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": "function", "shapes": {n: list(s) for n, s in self.arena.shapes.items()}}
+
+
+class History:
+    """Per-epoch and per-step records of a run.
+
+    ``history["val_loss"]`` is the list over epochs; ``history.steps`` holds
+    one dict per mini-batch (loss, lr, batch size, wall time).
+    """
+
+    def __init__(self, metric_names: Sequence[str] = ()) -> None:
+        self.epochs: list[dict[str, float]] = []
+        self.steps: list[dict[str, float]] = []
+        self.metric_names = list(metric_names)
+
+    def __getitem__(self, key: str) -> list[float]:
+        return [e[key] for e in self.epochs if key in e]
+
+    def keys(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for e in self.epochs:
+            seen.update(dict.fromkeys(e))
+        return list(seen)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "steps": self.steps, "metric_names": self.metric_names}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.epochs = [dict(e) for e in state["epochs"]]
+        self.steps = [dict(s) for s in state["steps"]]
+        self.metric_names = list(state["metric_names"])
+
+    def __repr__(self) -> str:
+        return f"History({len(self.epochs)} epochs, {len(self.steps)} steps, keys={self.keys()})"
+
+
+class Trainer:
+    """Fits a model with a ferroptim optimizer on NumPy arrays.
+
+    ``optimizer`` must be built on ``model.arena`` (``fo.AdamW(model.arena)``,
+    or groups of ``model.arena.select(...)``), so a step is one kernel pass.
+    ``batch_size`` is an int or a function ``epoch -> int`` (a batch-size
+    schedule). ``scheduler`` (anything with ``step()``) advances after every
+    real optimizer update (``scheduler_interval="step"``) or every epoch;
+    with gradient accumulation, micro-batches do not count. When the
+    optimizer keeps averaged weights, evaluation and prediction use them.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        optimizer: Any,
+        loss: Any = "cross_entropy",
+        *,
+        metrics: Sequence[Any] = (),
+        scheduler: Any = None,
+        scheduler_interval: str = "step",
+        batch_size: int | Callable[[int], int] = 32,
+        callbacks: Sequence[Callback] = (),
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        verbose: int = 1,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        from ferroptim.train.losses import get_loss
+        from ferroptim.train.metrics import get_metric
+
+        if not hasattr(model, "arena"):
+            raise TypeError("model must have an 'arena' (a ParamArena); see ferroptim.train")
+        if getattr(optimizer, "_arena", None) is not model.arena:
+            raise ValueError(
+                "optimizer must be built on model.arena, e.g. ferroptim.AdamW(model.arena)"
+            )
+        if scheduler_interval not in ("step", "epoch"):
+            raise ValueError(
+                f"scheduler_interval must be 'step' or 'epoch', not {scheduler_interval!r}"
+            )
+        if isinstance(batch_size, int) and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.optimizer = optimizer
+        self.loss_name = loss if isinstance(loss, str) else type(loss).__name__
+        self.loss_fn = get_loss(loss) if isinstance(loss, str) else loss
+        self.metrics: dict[str, Callable] = {}
+        for m in metrics:
+            name = m if isinstance(m, str) else getattr(m, "__name__", type(m).__name__)
+            self.metrics[name] = get_metric(m) if isinstance(m, str) else m
+        self.scheduler = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.verbose = verbose
+        self.callbacks = list(callbacks)
+        if verbose and not any(isinstance(c, ProgressBar) for c in self.callbacks):
+            self.callbacks.append(ProgressBar(verbose))
+        self.config = dict(config or {})
+        self.history = History(list(self.metrics))
+        self.epoch = 0  # completed epochs
+        self.step = 0  # mini-batches seen
+        self.epochs = 0
+        self.stop_training = False
+        self._n_train = 0
+        # Wall time split for profiling: model compute vs. optimizer step.
+        self.timing = {"forward_backward": 0.0, "optimizer": 0.0, "total": 0.0}
+
+    # -- helpers ----------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        if self.verbose:
+            print(message)
+
+    def batch_size_at(self, epoch: int) -> int:
+        size = self.batch_size(epoch) if callable(self.batch_size) else self.batch_size
+        if not isinstance(size, (int, np.integer)) or size < 1:
+            raise ValueError(f"batch size at epoch {epoch} must be an int >= 1, got {size!r}")
+        return int(size)
+
+    def batches_per_epoch(self, epoch: int) -> int:
+        size = self.batch_size_at(epoch)
+        return self._n_train // size if self.drop_last else math.ceil(self._n_train / size)
+
+    def get_params(self) -> np.ndarray:
+        return self.model.arena.data.copy()
+
+    def set_params(self, values: np.ndarray) -> None:
+        self.model.arena.data[...] = values
+
+    def _lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _averaged(self):
+        import contextlib
+
+        if getattr(self.optimizer, "_averaging", False):
+            return self.optimizer.averaged_params()
+        return contextlib.nullcontext()
+
+    # -- training ---------------------------------------------------------
+
+    def _train_batch(self, X: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray | None]:
+        t0 = time.perf_counter()
+        if isinstance(self.model, FunctionModel):
+            loss, out = self.model.loss_and_grads(X, y), None
+        else:
+            out = self.model.forward(X, train=True)
+            loss, grad_out = self.loss_fn(out, y)
+            self.model.backward(grad_out)
+        t1 = time.perf_counter()
+        updated = self.optimizer.step()
+        t2 = time.perf_counter()
+        self.timing["forward_backward"] += t1 - t0
+        self.timing["optimizer"] += t2 - t1
+        if updated and self.scheduler is not None and self.scheduler_interval == "step":
+            self.scheduler.step()
+        return float(loss), out
+
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        epochs: int = 10,
+        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> History:
+        """Trains until ``epochs`` epochs are complete (counting any already
+        done before a resume) or a callback stops it; returns the history."""
+        if len(X) != len(y):
+            raise ValueError(f"X has {len(X)} rows, y has {len(y)}")
+        if epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {epochs}")
+        self.epochs = epochs
+        self._n_train = len(X)
+        self.stop_training = False
+        start_total = time.perf_counter()
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        while self.epoch < epochs and not self.stop_training:
+            epoch = self.epoch
+            for cb in self.callbacks:
+                cb.on_epoch_begin(self, epoch)
+            t_epoch = time.perf_counter()
+            size = self.batch_size_at(epoch)
+            total_loss, seen = 0.0, 0
+            metric_sums = dict.fromkeys(self.metrics, 0.0)
+            for idx in batches(
+                len(X),
+                size,
+                seed=self.seed,
+                epoch=epoch,
+                shuffle=self.shuffle,
+                drop_last=self.drop_last,
+            ):
+                Xb, yb = X[idx], y[idx]
+                loss, out = self._train_batch(Xb, yb)
+                n = len(idx)
+                total_loss += loss * n
+                seen += n
+                if out is not None:
+                    for name, fn in self.metrics.items():
+                        metric_sums[name] += float(fn(out, yb)) * n
+                self.step += 1
+                logs = {
+                    "step": self.step,
+                    "loss": loss,
+                    "lr": self._lr(),
+                    "batch_size": n,
+                    "time": time.perf_counter() - start_total,
+                }
+                self.history.steps.append(logs)
+                for cb in self.callbacks:
+                    cb.on_batch_end(self, self.step, logs)
+                if self.stop_training:
+                    break
+            logs = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1)}
+            if not isinstance(self.model, FunctionModel) or self.model.predict_fn:
+                for name in self.metrics:
+                    logs[name] = metric_sums[name] / max(seen, 1)
+            if validation_data is not None:
+                val = self.evaluate(*validation_data)
+                logs.update({f"val_{k}": v for k, v in val.items()})
+            logs["lr"] = self._lr()
+            logs["batch_size"] = size
+            logs["time"] = time.perf_counter() - t_epoch
+            self.history.epochs.append(logs)
+            self.epoch += 1
+            if self.scheduler is not None and self.scheduler_interval == "epoch":
+                self.scheduler.step()
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, epoch, logs)
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        self.timing["total"] += time.perf_counter() - start_total
+        return self.history
+
+    # -- evaluation -------------------------------------------------------
+
+    def predict(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Model outputs (eval mode, averaged weights when the optimizer keeps them)."""
+        with self._averaged():
+            outs = [
+                self.model.forward(X[i : i + batch_size], train=False)
+                for i in range(0, len(X), batch_size)
+            ]
+        return np.concatenate(outs) if outs else np.empty((0,))
+
+    def evaluate(self, X: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> dict[str, float]:
+        """Loss and metrics on ``(X, y)``."""
+        if isinstance(self.model, FunctionModel) and self.model.predict_fn is None:
+            with self._averaged():
+                loss, _ = self.model.loss_and_grads_fn(self.model.arena.params, X, y)
+            return {"loss": float(loss)}
+        out = self.predict(X, batch_size)
+        result = {"loss": float(self.loss_fn(out, y)[0])}
+        for name, fn in self.metrics.items():
+            result[name] = float(fn(out, y))
+        return result
+
+    # -- checkpoints ------------------------------------------------------
+
+    def _layout(self) -> dict[str, list[int]]:
+        return {n: list(s) for n, s in self.model.arena.shapes.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        model_config = self.model.config() if hasattr(self.model, "config") else {}
+        return {
+            "config": {**self.config, "model": model_config},
+            "layout": self._layout(),
+            "dtype": str(self.model.arena.dtype),
+            "optimizer_class": type(self.optimizer).__name__,
+            "epoch": self.epoch,
+            "step": self.step,
+            "params": self.model.arena.data.copy(),
+            "optimizer": self.optimizer.state_dict(),
+            "optimizer_updates": self.optimizer.num_updates,
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "model_rng": (
+                self.model.get_rng_state() if hasattr(self.model, "get_rng_state") else None
+            ),
+            "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "history": self.history.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores a run; every mismatch is reported before anything changes."""
+        problems = []
+        if state.get("layout") != self._layout():
+            mine, theirs = self._layout(), state.get("layout") or {}
+            diff = sorted(n for n in set(mine) | set(theirs) if mine.get(n) != theirs.get(n))
+            problems.append(f"params differ: {diff[:5]}{'...' if len(diff) > 5 else ''}")
+        if state.get("dtype") != str(self.model.arena.dtype):
+            problems.append(f"dtype {state.get('dtype')} != {self.model.arena.dtype}")
+        if state.get("optimizer_class") != type(self.optimizer).__name__:
+            problems.append(
+                f"optimizer {state.get('optimizer_class')} != {type(self.optimizer).__name__}"
+            )
+        model_config = self.model.config() if hasattr(self.model, "config") else {}
+        saved_model = (state.get("config") or {}).get("model", {})
+        if saved_model != model_config:
+            keys = sorted(
+                k
+                for k in set(saved_model) | set(model_config)
+                if saved_model.get(k) != model_config.get(k)
+            )
+            problems.append(f"model config differs in {keys}")
+        if (state.get("scheduler") is None) != (self.scheduler is None):
+            problems.append("one run has a scheduler and the other has not")
+        if len(state.get("callbacks", [])) != len(self.callbacks):
+            problems.append(
+                f"{len(state.get('callbacks', []))} callbacks saved, {len(self.callbacks)} here"
+            )
+        if problems:
+            raise CheckpointError("checkpoint does not match this run: " + "; ".join(problems))
+        params = np.asarray(state["params"])
+        if params.shape != self.model.arena.data.shape:
+            raise CheckpointError(
+                f"params: {params.shape} values saved, the model has {self.model.arena.data.shape}"
+            )
+        # The optimizer checks and loads all or nothing; only then the rest.
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.model.arena.data[...] = params
+        self.optimizer.num_updates = int(state.get("optimizer_updates", 0))
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("model_rng") is not None and hasattr(self.model, "set_rng_state"):
+            self.model.set_rng_state(state["model_rng"])
+        for cb, cb_state in zip(self.callbacks, state.get("callbacks", [])):
+            cb.load_state_dict(cb_state)
+        self.history.load_state_dict(state["history"])
+        self.epoch = int(state["epoch"])
+        self.step = int(state["step"])
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        return checkpoint.save(path, self.state_dict())
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        self.load_state_dict(checkpoint.load(path))
