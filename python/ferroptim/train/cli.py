@@ -104,6 +104,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--dtype", default="float32", help="float32 | float64")
     p.add_argument("--out", default=None, help="folder for history.csv, curves.png, checkpoints")
     p.add_argument("--resume", default=None, help="folder of a run to continue (its last.npz)")
+    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop this invocation after N more epochs (resume later with --resume)")
     p.add_argument("--verbose", type=int, default=1, help="0: quiet, 1: progress bars")
     return p
 
@@ -268,9 +270,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         given = build_parser().parse_args(argv)
         defaults = build_parser().parse_args([])
         for key, value in vars(given).items():
-            if value != getattr(defaults, key) and key != "resume":
+            if value != getattr(defaults, key) and key not in ("resume", "stop_after"):
                 setattr(old, key, value)
         old.resume, old.out = args.resume, args.out or args.resume
+        old.stop_after = args.stop_after
         args = old
         argv = saved["config"]["argv"]
     data, model, optimizer, extra = _build(args)
@@ -306,10 +309,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         if args.out and Path(args.out) != Path(args.resume):
             # The history so far goes to the new folder too.
             (Path(args.out) / "history.csv").unlink(missing_ok=True)
+    stop = args.epochs
+    if args.stop_after is not None:
+        if args.stop_after < 1:
+            raise UsageError(f"--stop-after must be >= 1, got {args.stop_after}")
+        stop = min(args.epochs, trainer.epoch + args.stop_after)
     start = time.perf_counter()
-    trainer.fit(
-        data.X_train, data.y_train, epochs=args.epochs, validation_data=(data.X_val, data.y_val)
-    )
+    trainer.fit(data.X_train, data.y_train, epochs=stop, validation_data=(data.X_val, data.y_val))
     elapsed = time.perf_counter() - start
     test = trainer.evaluate(data.X_test, data.y_test)
     metric = "accuracy" if classification else "r2"

@@ -156,9 +156,7 @@ class Dense(Layer):
         if self.W is None or self.b is None:
             raise RuntimeError("Dense has no params: bind it (or put it in a Sequential)")
         if x.ndim < 1 or x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"Dense: input of shape {x.shape}, expected (..., {self.in_features})"
-            )
+            raise ValueError(f"Dense: input of shape {x.shape}, expected (..., {self.in_features})")
         self._x = x
         y = np.matmul(x, self.W)
         y += self.b

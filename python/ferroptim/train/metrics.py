@@ -151,9 +151,7 @@ def _resolve(name: str) -> tuple[str, dict[str, Any]]:
     if match:
         return "top_k_accuracy", {"k": int(match.group(1))}
     if key not in METRICS:
-        raise ValueError(
-            f"unknown metric {name!r}; known: {sorted(METRICS)} and top_<k>_accuracy"
-        )
+        raise ValueError(f"unknown metric {name!r}; known: {sorted(METRICS)} and top_<k>_accuracy")
     return key, {}
 
 
