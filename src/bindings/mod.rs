@@ -214,10 +214,11 @@ macro_rules! optimizer_class {
                 Ok(self.0.step(py, grads, groups, grad_scale)?.applied)
             }
 
+            #[allow(clippy::too_many_arguments)] // Python keyword arguments
             #[pyo3(signature = (
-                                max_grad_norm = None, norm_type = 2.0, clip_value = None,
-                                skip_nonfinite = false, ema_decay = None, ema_equal = false
-                            ))]
+                                        max_grad_norm = None, norm_type = 2.0, clip_value = None,
+                                        skip_nonfinite = false, ema_decay = None, ema_equal = false
+                                    ))]
             fn configure(
                 &self,
                 py: Python<'_>,

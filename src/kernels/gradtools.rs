@@ -81,7 +81,7 @@ pub fn max_abs<T: Real>(tensors: &[&[T]]) -> f64 {
             let mut nan = false;
             for &v in b {
                 let a = v.abs().to_f64();
-                nan |= a != a;
+                nan |= a.is_nan();
                 m = if a > m { a } else { m };
             }
             if nan {
@@ -109,6 +109,7 @@ pub fn sum_squares_each<T: Real>(tensors: &[&[T]]) -> Vec<f64> {
 }
 
 /// True when every element is finite.
+#[allow(clippy::eq_op)] // x − x is the point: 0 for finite x, NaN otherwise.
 pub fn all_finite<T: Real>(tensors: &[&[T]]) -> bool {
     let partial = map_blocks(tensors, |b| {
         simd::dispatch(|| {

@@ -27,18 +27,22 @@ def plot_history(history: Any, path: str | Path) -> Path:
     )
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), constrained_layout=True)
     ax = axes[0, 0]
-    ax.plot(steps, [s["loss"] for s in history.steps], lw=0.5, alpha=0.35, label="batch")
+    # Batch losses share the epoch axis: step k of an N-step epoch lands at k / N.
+    per_epoch = max(1.0, len(steps) / max(1, len(epochs)))
+    ax.plot(
+        [s / per_epoch for s in steps],
+        [s["loss"] for s in history.steps],
+        lw=0.5,
+        alpha=0.35,
+        label="batch",
+    )
     ax.plot(epochs, history["loss"], marker="o", ms=3, label="train")
     if "val_loss" in history.keys():
         ax.plot(epochs, history["val_loss"], marker="o", ms=3, label="validation")
     ax.set_title("loss")
-    ax.set_xlabel("epoch (batch curve: step / steps per epoch)")
+    ax.set_xlabel("epoch")
     ax.set_yscale("log")
     ax.legend()
-    if steps and epochs:
-        # Batch losses share the epoch axis: step k of N lands at k / N.
-        per_epoch = max(1, len(steps) / max(1, len(epochs)))
-        ax.lines[0].set_xdata([s / per_epoch for s in steps])
     ax = axes[0, 1]
     if metric is not None:
         if metric in history.keys():
