@@ -8,6 +8,7 @@
 //! p -= lr·d
 //! ```
 
+use super::prelude::Prelude;
 use super::{simd, Algorithm, Real, MAX_SLOTS};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -22,14 +23,11 @@ pub struct AdadeltaHyper {
 
 #[derive(Clone, Copy, Debug)]
 pub struct AdadeltaScalars<T> {
-    grad_sign: T,
-    weight_decay: T,
-    l1: T,
+    pre: Prelude<T>,
     rho: T,
     one_minus_rho: T,
     eps: T,
     neg_lr: T,
-    regularize: bool,
 }
 
 pub struct Adadelta;
@@ -49,14 +47,11 @@ impl Algorithm for Adadelta {
         _fresh: [bool; MAX_SLOTS],
     ) -> AdadeltaScalars<T> {
         AdadeltaScalars {
-            grad_sign: T::from_f64(if h.maximize { -1.0 } else { 1.0 }),
-            weight_decay: T::from_f64(h.weight_decay),
-            l1: T::from_f64(h.l1),
+            pre: Prelude::new(h.maximize, h.weight_decay, false, h.lr, h.l1),
             rho: T::from_f64(h.rho),
             one_minus_rho: T::from_f64(1.0 - h.rho),
             eps: T::from_f64(h.eps),
             neg_lr: T::from_f64(-h.lr),
-            regularize: h.weight_decay != 0.0 || h.l1 != 0.0,
         }
     }
 
@@ -67,7 +62,7 @@ impl Algorithm for Adadelta {
         s: &AdadeltaScalars<T>,
     ) {
         let [sq, acc, _] = state;
-        if s.regularize {
+        if s.pre.regularize {
             simd::dispatch(|| adadelta::<T, true>(param, grad, sq, acc, s))
         } else {
             simd::dispatch(|| adadelta::<T, false>(param, grad, sq, acc, s))
@@ -86,11 +81,7 @@ fn adadelta<T: Real, const REGULARIZE: bool>(
     let n = param.len();
     let (grad, sq, acc) = (&grad[..n], &mut sq[..n], &mut acc[..n]);
     for i in 0..n {
-        let p = param[i];
-        let mut g = grad[i] * s.grad_sign;
-        if REGULARIZE {
-            g = g + s.weight_decay * p + s.l1 * p.sign();
-        }
+        let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
         let si = sq[i] * s.rho + s.one_minus_rho * g * g;
         sq[i] = si;
         let std = (si + s.eps).sqrt();

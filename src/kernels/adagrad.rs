@@ -6,6 +6,7 @@
 //! p -= lr/(1 + (t−1)·lr_decay) · g / (√s + ε)
 //! ```
 
+use super::prelude::Prelude;
 use super::{simd, Algorithm, Real, MAX_SLOTS};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -21,14 +22,11 @@ pub struct AdagradHyper {
 
 #[derive(Clone, Copy, Debug)]
 pub struct AdagradScalars<T> {
-    grad_sign: T,
-    weight_decay: T,
-    l1: T,
+    pre: Prelude<T>,
     /// The accumulator's value before its first step.
     initial: T,
     neg_clr: T,
     eps: T,
-    regularize: bool,
     fresh: bool,
 }
 
@@ -50,13 +48,10 @@ impl Algorithm for Adagrad {
     ) -> AdagradScalars<T> {
         let clr = h.lr / (1.0 + (step as f64 - 1.0) * h.lr_decay);
         AdagradScalars {
-            grad_sign: T::from_f64(if h.maximize { -1.0 } else { 1.0 }),
-            weight_decay: T::from_f64(h.weight_decay),
-            l1: T::from_f64(h.l1),
+            pre: Prelude::new(h.maximize, h.weight_decay, false, h.lr, h.l1),
             initial: T::from_f64(h.initial_accumulator_value),
             neg_clr: T::from_f64(-clr),
             eps: T::from_f64(h.eps),
-            regularize: h.weight_decay != 0.0 || h.l1 != 0.0,
             fresh: fresh[0],
         }
     }
@@ -68,7 +63,7 @@ impl Algorithm for Adagrad {
         s: &AdagradScalars<T>,
     ) {
         let [sum, _, _] = state;
-        match (s.fresh, s.regularize) {
+        match (s.fresh, s.pre.regularize) {
             (false, false) => simd::dispatch(|| adagrad::<T, false, false>(param, grad, sum, s)),
             (false, true) => simd::dispatch(|| adagrad::<T, false, true>(param, grad, sum, s)),
             (true, false) => simd::dispatch(|| adagrad::<T, true, false>(param, grad, sum, s)),
@@ -87,11 +82,7 @@ fn adagrad<T: Real, const FRESH: bool, const REGULARIZE: bool>(
     let n = param.len();
     let (grad, sum) = (&grad[..n], &mut sum[..n]);
     for i in 0..n {
-        let p = param[i];
-        let mut g = grad[i] * s.grad_sign;
-        if REGULARIZE {
-            g = g + s.weight_decay * p + s.l1 * p.sign();
-        }
+        let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
         let prev = if FRESH { s.initial } else { sum[i] };
         let acc = prev + g * g;
         sum[i] = acc;

@@ -10,6 +10,7 @@
 //! p -= lr/(1−β1ᵗ) · m / (√v / √(1−β2ᵗ) + ε)
 //! ```
 
+use super::prelude::Prelude;
 use super::{simd, Algorithm, Real, MAX_SLOTS};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -44,18 +45,13 @@ impl Default for AdamHyper {
 
 #[derive(Clone, Copy, Debug)]
 pub struct AdamScalars<T> {
-    grad_sign: T,
-    coupled_wd: T,
-    l1: T,
-    /// 1 − lr·wd for AdamW, exactly 1 otherwise.
-    decay: T,
+    pre: Prelude<T>,
     one_minus_beta1: T,
     beta2: T,
     one_minus_beta2: T,
     neg_step_size: T,
     bias_correction2_sqrt: T,
     eps: T,
-    regularize: bool,
     amsgrad: bool,
 }
 
@@ -74,24 +70,14 @@ impl Algorithm for Adam {
         let t = step as f64;
         let bias_correction1 = 1.0 - h.beta1.powf(t);
         let bias_correction2 = 1.0 - h.beta2.powf(t);
-        let decoupled = h.decoupled && h.weight_decay != 0.0;
-        let coupled_wd = if decoupled { 0.0 } else { h.weight_decay };
         AdamScalars {
-            grad_sign: T::from_f64(if h.maximize { -1.0 } else { 1.0 }),
-            coupled_wd: T::from_f64(coupled_wd),
-            l1: T::from_f64(h.l1),
-            decay: T::from_f64(if decoupled {
-                1.0 - h.lr * h.weight_decay
-            } else {
-                1.0
-            }),
+            pre: Prelude::new(h.maximize, h.weight_decay, h.decoupled, h.lr, h.l1),
             one_minus_beta1: T::from_f64(1.0 - h.beta1),
             beta2: T::from_f64(h.beta2),
             one_minus_beta2: T::from_f64(1.0 - h.beta2),
             neg_step_size: T::from_f64(-(h.lr / bias_correction1)),
             bias_correction2_sqrt: T::from_f64(bias_correction2.sqrt()),
             eps: T::from_f64(h.eps),
-            regularize: coupled_wd != 0.0 || h.l1 != 0.0,
             amsgrad: h.amsgrad,
         }
     }
@@ -103,7 +89,7 @@ impl Algorithm for Adam {
         s: &AdamScalars<T>,
     ) {
         let [m, v, vmax] = state;
-        match (s.amsgrad, s.regularize) {
+        match (s.amsgrad, s.pre.regularize) {
             (false, false) => {
                 simd::dispatch(|| adam::<T, false, false>(param, grad, m, v, vmax, s))
             }
@@ -127,12 +113,7 @@ fn adam<T: Real, const AMSGRAD: bool, const REGULARIZE: bool>(
     let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
     let vmax = if AMSGRAD { &mut vmax[..n] } else { vmax };
     for i in 0..n {
-        let p = param[i];
-        let mut g = grad[i] * s.grad_sign;
-        if REGULARIZE {
-            g = g + s.coupled_wd * p + s.l1 * p.sign();
-        }
-        let p = p * s.decay;
+        let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
         // torch's lerp for weights below 0.5.
         let mi = m[i] + s.one_minus_beta1 * (g - m[i]);
         let vi = v[i] * s.beta2 + s.one_minus_beta2 * g * g;

@@ -7,6 +7,7 @@
 //! p -= lr/(1−β1ᵗ) · m / u
 //! ```
 
+use super::prelude::Prelude;
 use super::{simd, Algorithm, Real, MAX_SLOTS};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -22,14 +23,11 @@ pub struct AdamaxHyper {
 
 #[derive(Clone, Copy, Debug)]
 pub struct AdamaxScalars<T> {
-    grad_sign: T,
-    weight_decay: T,
-    l1: T,
+    pre: Prelude<T>,
     one_minus_beta1: T,
     beta2: T,
     eps: T,
     neg_clr: T,
-    regularize: bool,
 }
 
 pub struct Adamax;
@@ -46,14 +44,11 @@ impl Algorithm for Adamax {
     fn scalars<T: Real>(h: &AdamaxHyper, step: u64, _fresh: [bool; MAX_SLOTS]) -> AdamaxScalars<T> {
         let bias_correction = 1.0 - h.beta1.powf(step as f64);
         AdamaxScalars {
-            grad_sign: T::from_f64(if h.maximize { -1.0 } else { 1.0 }),
-            weight_decay: T::from_f64(h.weight_decay),
-            l1: T::from_f64(h.l1),
+            pre: Prelude::new(h.maximize, h.weight_decay, false, h.lr, h.l1),
             one_minus_beta1: T::from_f64(1.0 - h.beta1),
             beta2: T::from_f64(h.beta2),
             eps: T::from_f64(h.eps),
             neg_clr: T::from_f64(-(h.lr / bias_correction)),
-            regularize: h.weight_decay != 0.0 || h.l1 != 0.0,
         }
     }
 
@@ -64,7 +59,7 @@ impl Algorithm for Adamax {
         s: &AdamaxScalars<T>,
     ) {
         let [m, u, _] = state;
-        if s.regularize {
+        if s.pre.regularize {
             simd::dispatch(|| adamax::<T, true>(param, grad, m, u, s))
         } else {
             simd::dispatch(|| adamax::<T, false>(param, grad, m, u, s))
@@ -83,11 +78,7 @@ fn adamax<T: Real, const REGULARIZE: bool>(
     let n = param.len();
     let (grad, m, u) = (&grad[..n], &mut m[..n], &mut u[..n]);
     for i in 0..n {
-        let p = param[i];
-        let mut g = grad[i] * s.grad_sign;
-        if REGULARIZE {
-            g = g + s.weight_decay * p + s.l1 * p.sign();
-        }
+        let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
         let mi = m[i] + s.one_minus_beta1 * (g - m[i]);
         m[i] = mi;
         let ui = (u[i] * s.beta2).max_val(g.abs() + s.eps);

@@ -7,6 +7,7 @@
 //! m  = β2·m + (1−β2)·g
 //! ```
 
+use super::prelude::Prelude;
 use super::{simd, Algorithm, Real, MAX_SLOTS};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -21,9 +22,7 @@ pub struct LionHyper {
 
 #[derive(Clone, Copy, Debug)]
 pub struct LionScalars<T> {
-    grad_sign: T,
-    l1: T,
-    decay: T,
+    pre: Prelude<T>,
     beta1: T,
     one_minus_beta1: T,
     beta2: T,
@@ -44,9 +43,8 @@ impl Algorithm for Lion {
 
     fn scalars<T: Real>(h: &LionHyper, _step: u64, _fresh: [bool; MAX_SLOTS]) -> LionScalars<T> {
         LionScalars {
-            grad_sign: T::from_f64(if h.maximize { -1.0 } else { 1.0 }),
-            l1: T::from_f64(h.l1),
-            decay: T::from_f64(1.0 - h.lr * h.weight_decay),
+            // Lion's weight decay is always decoupled.
+            pre: Prelude::new(h.maximize, h.weight_decay, true, h.lr, h.l1),
             beta1: T::from_f64(h.beta1),
             one_minus_beta1: T::from_f64(1.0 - h.beta1),
             beta2: T::from_f64(h.beta2),
@@ -62,19 +60,27 @@ impl Algorithm for Lion {
         s: &LionScalars<T>,
     ) {
         let [m, _, _] = state;
-        simd::dispatch(|| lion::<T>(param, grad, m, s))
+        if s.pre.regularize {
+            simd::dispatch(|| lion::<T, true>(param, grad, m, s))
+        } else {
+            simd::dispatch(|| lion::<T, false>(param, grad, m, s))
+        }
     }
 }
 
 #[inline(always)]
-fn lion<T: Real>(param: &mut [T], grad: &[T], m: &mut [T], s: &LionScalars<T>) {
+fn lion<T: Real, const REGULARIZE: bool>(
+    param: &mut [T],
+    grad: &[T],
+    m: &mut [T],
+    s: &LionScalars<T>,
+) {
     let n = param.len();
     let (grad, m) = (&grad[..n], &mut m[..n]);
     for i in 0..n {
-        let p = param[i];
-        let g = grad[i] * s.grad_sign + s.l1 * p.sign();
+        let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
         let c = m[i] * s.beta1 + s.one_minus_beta1 * g;
-        param[i] = p * s.decay + s.neg_lr * c.sign();
+        param[i] = p + s.neg_lr * c.sign();
         m[i] = m[i] * s.beta2 + s.one_minus_beta2 * g;
     }
 }

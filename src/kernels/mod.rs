@@ -13,6 +13,7 @@ pub mod lion;
 pub mod multi;
 pub mod nadam;
 pub mod parallel;
+pub mod prelude;
 pub mod radam;
 pub mod real;
 pub mod rmsprop;

@@ -12,6 +12,7 @@
 //!
 //! Πt (`mu_product`) is carried per tensor from step to step.
 
+use super::prelude::Prelude;
 use super::{simd, Algorithm, Real, MAX_SLOTS};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -29,10 +30,7 @@ pub struct NadamHyper {
 
 #[derive(Clone, Copy, Debug)]
 pub struct NadamScalars<T> {
-    grad_sign: T,
-    coupled_wd: T,
-    l1: T,
-    decay: T,
+    pre: Prelude<T>,
     one_minus_beta1: T,
     beta2: T,
     one_minus_beta2: T,
@@ -40,7 +38,6 @@ pub struct NadamScalars<T> {
     eps: T,
     grad_coef: T,
     avg_coef: T,
-    regularize: bool,
 }
 
 pub struct Nadam;
@@ -57,17 +54,8 @@ impl Nadam {
         let mu_next = mu(h, t + 1.0);
         let mu_product = mu_product_before * mu_t;
         let mu_product_next = mu_product * mu_next;
-        let decoupled = h.decoupled && h.weight_decay != 0.0;
-        let coupled_wd = if decoupled { 0.0 } else { h.weight_decay };
         let s = NadamScalars {
-            grad_sign: T::from_f64(if h.maximize { -1.0 } else { 1.0 }),
-            coupled_wd: T::from_f64(coupled_wd),
-            l1: T::from_f64(h.l1),
-            decay: T::from_f64(if decoupled {
-                1.0 - h.lr * h.weight_decay
-            } else {
-                1.0
-            }),
+            pre: Prelude::new(h.maximize, h.weight_decay, h.decoupled, h.lr, h.l1),
             one_minus_beta1: T::from_f64(1.0 - h.beta1),
             beta2: T::from_f64(h.beta2),
             one_minus_beta2: T::from_f64(1.0 - h.beta2),
@@ -75,7 +63,6 @@ impl Nadam {
             eps: T::from_f64(h.eps),
             grad_coef: T::from_f64(-h.lr * (1.0 - mu_t) / (1.0 - mu_product)),
             avg_coef: T::from_f64((-h.lr * mu_next) / (1.0 - mu_product_next)),
-            regularize: coupled_wd != 0.0 || h.l1 != 0.0,
         };
         (s, mu_product)
     }
@@ -113,7 +100,7 @@ impl Algorithm for Nadam {
         s: &NadamScalars<T>,
     ) {
         let [m, v, _] = state;
-        if s.regularize {
+        if s.pre.regularize {
             simd::dispatch(|| nadam::<T, true>(param, grad, m, v, s))
         } else {
             simd::dispatch(|| nadam::<T, false>(param, grad, m, v, s))
@@ -132,12 +119,7 @@ fn nadam<T: Real, const REGULARIZE: bool>(
     let n = param.len();
     let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
     for i in 0..n {
-        let p = param[i];
-        let mut g = grad[i] * s.grad_sign;
-        if REGULARIZE {
-            g = g + s.coupled_wd * p + s.l1 * p.sign();
-        }
-        let p = p * s.decay;
+        let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
         let mi = m[i] + s.one_minus_beta1 * (g - m[i]);
         let vi = v[i] * s.beta2 + s.one_minus_beta2 * g * g;
         m[i] = mi;

@@ -10,6 +10,7 @@
 //! else:    p -= m/(1−β1ᵗ) · lr
 //! ```
 
+use super::prelude::Prelude;
 use super::{simd, Algorithm, Real, MAX_SLOTS};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -26,10 +27,7 @@ pub struct RadamHyper {
 
 #[derive(Clone, Copy, Debug)]
 pub struct RadamScalars<T> {
-    grad_sign: T,
-    coupled_wd: T,
-    l1: T,
-    decay: T,
+    pre: Prelude<T>,
     one_minus_beta1: T,
     beta2: T,
     one_minus_beta2: T,
@@ -39,7 +37,6 @@ pub struct RadamScalars<T> {
     eps: T,
     rect: T,
     rectified: bool,
-    regularize: bool,
 }
 
 pub struct Radam;
@@ -66,17 +63,8 @@ impl Algorithm for Radam {
         } else {
             1.0
         };
-        let decoupled = h.decoupled && h.weight_decay != 0.0;
-        let coupled_wd = if decoupled { 0.0 } else { h.weight_decay };
         RadamScalars {
-            grad_sign: T::from_f64(if h.maximize { -1.0 } else { 1.0 }),
-            coupled_wd: T::from_f64(coupled_wd),
-            l1: T::from_f64(h.l1),
-            decay: T::from_f64(if decoupled {
-                1.0 - h.lr * h.weight_decay
-            } else {
-                1.0
-            }),
+            pre: Prelude::new(h.maximize, h.weight_decay, h.decoupled, h.lr, h.l1),
             one_minus_beta1: T::from_f64(1.0 - h.beta1),
             beta2: T::from_f64(h.beta2),
             one_minus_beta2: T::from_f64(1.0 - h.beta2),
@@ -86,7 +74,6 @@ impl Algorithm for Radam {
             eps: T::from_f64(h.eps),
             rect: T::from_f64(rect),
             rectified,
-            regularize: coupled_wd != 0.0 || h.l1 != 0.0,
         }
     }
 
@@ -97,7 +84,7 @@ impl Algorithm for Radam {
         s: &RadamScalars<T>,
     ) {
         let [m, v, _] = state;
-        match (s.rectified, s.regularize) {
+        match (s.rectified, s.pre.regularize) {
             (false, false) => simd::dispatch(|| radam::<T, false, false>(param, grad, m, v, s)),
             (false, true) => simd::dispatch(|| radam::<T, false, true>(param, grad, m, v, s)),
             (true, false) => simd::dispatch(|| radam::<T, true, false>(param, grad, m, v, s)),
@@ -117,12 +104,7 @@ fn radam<T: Real, const RECTIFIED: bool, const REGULARIZE: bool>(
     let n = param.len();
     let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
     for i in 0..n {
-        let p = param[i];
-        let mut g = grad[i] * s.grad_sign;
-        if REGULARIZE {
-            g = g + s.coupled_wd * p + s.l1 * p.sign();
-        }
-        let p = p * s.decay;
+        let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
         let mi = m[i] + s.one_minus_beta1 * (g - m[i]);
         let vi = v[i] * s.beta2 + s.one_minus_beta2 * g * g;
         m[i] = mi;

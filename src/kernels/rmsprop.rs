@@ -9,6 +9,7 @@
 //! p -= lr·g/d                              (otherwise)
 //! ```
 
+use super::prelude::Prelude;
 use super::{simd, Algorithm, Real, MAX_SLOTS};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -40,15 +41,12 @@ impl Default for RmspropHyper {
 
 #[derive(Clone, Copy, Debug)]
 pub struct RmspropScalars<T> {
-    grad_sign: T,
-    weight_decay: T,
-    l1: T,
+    pre: Prelude<T>,
     alpha: T,
     one_minus_alpha: T,
     eps: T,
     momentum: T,
     neg_lr: T,
-    regularize: bool,
     centered: bool,
     use_momentum: bool,
 }
@@ -70,15 +68,12 @@ impl Algorithm for Rmsprop {
         _fresh: [bool; MAX_SLOTS],
     ) -> RmspropScalars<T> {
         RmspropScalars {
-            grad_sign: T::from_f64(if h.maximize { -1.0 } else { 1.0 }),
-            weight_decay: T::from_f64(h.weight_decay),
-            l1: T::from_f64(h.l1),
+            pre: Prelude::new(h.maximize, h.weight_decay, false, h.lr, h.l1),
             alpha: T::from_f64(h.alpha),
             one_minus_alpha: T::from_f64(1.0 - h.alpha),
             eps: T::from_f64(h.eps),
             momentum: T::from_f64(h.momentum),
             neg_lr: T::from_f64(-h.lr),
-            regularize: h.weight_decay != 0.0 || h.l1 != 0.0,
             centered: h.centered,
             use_momentum: h.momentum > 0.0,
         }
@@ -93,7 +88,7 @@ impl Algorithm for Rmsprop {
         let [sq, buf, gavg] = state;
         macro_rules! go {
             ($c:literal, $m:literal) => {
-                if s.regularize {
+                if s.pre.regularize {
                     simd::dispatch(|| rmsprop::<T, $c, $m, true>(param, grad, sq, buf, gavg, s))
                 } else {
                     simd::dispatch(|| rmsprop::<T, $c, $m, false>(param, grad, sq, buf, gavg, s))
@@ -123,11 +118,7 @@ fn rmsprop<T: Real, const CENTERED: bool, const MOMENTUM: bool, const REGULARIZE
     let buf = if MOMENTUM { &mut buf[..n] } else { buf };
     let gavg = if CENTERED { &mut gavg[..n] } else { gavg };
     for i in 0..n {
-        let p = param[i];
-        let mut g = grad[i] * s.grad_sign;
-        if REGULARIZE {
-            g = g + s.weight_decay * p + s.l1 * p.sign();
-        }
+        let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
         let si = sq[i] * s.alpha + s.one_minus_alpha * g * g;
         sq[i] = si;
         let avg = if CENTERED {

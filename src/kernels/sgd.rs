@@ -8,6 +8,7 @@
 //! p -= lr·d
 //! ```
 
+use super::prelude::Prelude;
 use super::{simd, Algorithm, Real, MAX_SLOTS};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -37,13 +38,10 @@ impl Default for SgdHyper {
 
 #[derive(Clone, Copy, Debug)]
 pub struct SgdScalars<T> {
-    grad_sign: T,
-    weight_decay: T,
-    l1: T,
+    pre: Prelude<T>,
     momentum: T,
     one_minus_dampening: T,
     neg_lr: T,
-    regularize: bool,
     nesterov: bool,
     mode: Mode,
 }
@@ -74,13 +72,10 @@ impl Algorithm for Sgd {
             (true, false) => Mode::Momentum,
         };
         SgdScalars {
-            grad_sign: T::from_f64(if h.maximize { -1.0 } else { 1.0 }),
-            weight_decay: T::from_f64(h.weight_decay),
-            l1: T::from_f64(h.l1),
+            pre: Prelude::new(h.maximize, h.weight_decay, false, h.lr, h.l1),
             momentum: T::from_f64(h.momentum),
             one_minus_dampening: T::from_f64(1.0 - h.dampening),
             neg_lr: T::from_f64(-h.lr),
-            regularize: h.weight_decay != 0.0 || h.l1 != 0.0,
             nesterov: h.nesterov,
             mode,
         }
@@ -95,7 +90,7 @@ impl Algorithm for Sgd {
         let [buf, _, _] = state;
         macro_rules! go {
             ($mode:literal, $nesterov:literal) => {
-                if s.regularize {
+                if s.pre.regularize {
                     simd::dispatch(|| sgd::<T, $mode, $nesterov, true>(param, grad, buf, s))
                 } else {
                     simd::dispatch(|| sgd::<T, $mode, $nesterov, false>(param, grad, buf, s))
@@ -123,11 +118,7 @@ fn sgd<T: Real, const MODE: u8, const NESTEROV: bool, const REGULARIZE: bool>(
     let grad = &grad[..n];
     let buf = if MODE == 0 { buf } else { &mut buf[..n] };
     for i in 0..n {
-        let p = param[i];
-        let mut g = grad[i] * s.grad_sign;
-        if REGULARIZE {
-            g = g + s.weight_decay * p + s.l1 * p.sign();
-        }
+        let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
         let d = match MODE {
             0 => g,
             _ => {
