@@ -1023,16 +1023,7 @@ impl Inner {
                 }
             }
         }
-        let norm = if inf_norm {
-            let (a, b) = (gradtools::max_abs(&t32), gradtools::max_abs(&t64));
-            if a.is_nan() || b.is_nan() {
-                f64::NAN
-            } else {
-                a.max(b)
-            }
-        } else {
-            (gradtools::sum_squares(&t32) + gradtools::sum_squares(&t64)).sqrt()
-        };
+        let norm = gradtools::global_norm(&t32, &t64, inf_norm);
         // A huge but finite grad can overflow the sum of squares: only then
         // is the slower exact check needed.
         let finite = norm.is_finite()

@@ -5,18 +5,50 @@ use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn}
 use pyo3::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::kernels::gradtools;
+use crate::kernels::{gradtools, Real};
 
-/// Read-only views, split by dtype.
+/// Read-only views of the grads, split by dtype.
 struct Views<'py> {
     f32: Vec<PyReadonlyArrayDyn<'py, f32>>,
     f64: Vec<PyReadonlyArrayDyn<'py, f64>>,
 }
 
-/// Writable views, split by dtype, with each one's position in the input.
+impl Views<'_> {
+    fn slices(&self) -> (Vec<&[f32]>, Vec<&[f64]>) {
+        (
+            self.f32
+                .iter()
+                .map(|r| r.as_slice().unwrap_or(&[]))
+                .collect(),
+            self.f64
+                .iter()
+                .map(|r| r.as_slice().unwrap_or(&[]))
+                .collect(),
+        )
+    }
+}
+
+/// Writable views, split by dtype, each with its position in the input.
 struct ViewsMut<'py> {
     f32: Vec<(usize, PyReadwriteArrayDyn<'py, f32>)>,
     f64: Vec<(usize, PyReadwriteArrayDyn<'py, f64>)>,
+}
+
+type Indexed<'a, T> = Vec<(usize, &'a mut [T])>;
+
+impl ViewsMut<'_> {
+    fn slices(&mut self) -> (Indexed<'_, f32>, Indexed<'_, f64>) {
+        (
+            self.f32
+                .iter_mut()
+                .map(|(i, w)| (*i, w.as_slice_mut().unwrap_or(&mut [])))
+                .collect(),
+            self.f64
+                .iter_mut()
+                .map(|(i, w)| (*i, w.as_slice_mut().unwrap_or(&mut [])))
+                .collect(),
+        )
+    }
 }
 
 fn not_float(i: usize, obj: &Bound<'_, PyAny>) -> Error {
@@ -39,16 +71,13 @@ fn read<'py>(grads: &[Bound<'py, PyAny>]) -> Result<Views<'py>> {
         f64: Vec::new(),
     };
     for (i, g) in grads.iter().enumerate() {
+        let borrow = |e: numpy::BorrowError| Error::Grad(format!("grads[{i}]: {e}"));
         if let Ok(a) = g.cast::<PyArrayDyn<f32>>() {
-            let r = a
-                .try_readonly()
-                .map_err(|e| Error::Grad(format!("grads[{i}]: {e}")))?;
+            let r = a.try_readonly().map_err(borrow)?;
             r.as_slice().map_err(|_| contiguous(i))?;
             v.f32.push(r);
         } else if let Ok(a) = g.cast::<PyArrayDyn<f64>>() {
-            let r = a
-                .try_readonly()
-                .map_err(|e| Error::Grad(format!("grads[{i}]: {e}")))?;
+            let r = a.try_readonly().map_err(borrow)?;
             r.as_slice().map_err(|_| contiguous(i))?;
             v.f64.push(r);
         } else {
@@ -82,23 +111,6 @@ fn write<'py>(grads: &[Bound<'py, PyAny>]) -> Result<ViewsMut<'py>> {
     Ok(v)
 }
 
-fn norm_of(py: Python<'_>, v: &Views<'_>, inf: bool) -> f64 {
-    let a: Vec<&[f32]> = v.f32.iter().map(|r| r.as_slice().unwrap_or(&[])).collect();
-    let b: Vec<&[f64]> = v.f64.iter().map(|r| r.as_slice().unwrap_or(&[])).collect();
-    py.detach(|| {
-        if inf {
-            let (x, y) = (gradtools::max_abs(&a), gradtools::max_abs(&b));
-            if x.is_nan() || y.is_nan() {
-                f64::NAN
-            } else {
-                x.max(y)
-            }
-        } else {
-            (gradtools::sum_squares(&a) + gradtools::sum_squares(&b)).sqrt()
-        }
-    })
-}
-
 fn norm_type(norm_type: f64) -> Result<bool> {
     if norm_type == 2.0 {
         Ok(false)
@@ -126,16 +138,25 @@ fn positive(name: &str, v: f64) -> Result<f64> {
 #[pyo3(signature = (grads, norm_type = 2.0))]
 pub fn grad_norm(py: Python<'_>, grads: Vec<Bound<'_, PyAny>>, norm_type: f64) -> PyResult<f64> {
     let inf = self::norm_type(norm_type)?;
-    Ok(norm_of(py, &read(&grads)?, inf))
+    let views = read(&grads)?;
+    let (a, b) = views.slices();
+    Ok(py.detach(|| gradtools::global_norm(&a, &b, inf)))
 }
 
 /// True when every element of every grad is finite.
 #[pyfunction]
 pub fn all_finite(py: Python<'_>, grads: Vec<Bound<'_, PyAny>>) -> PyResult<bool> {
-    let v = read(&grads)?;
-    let a: Vec<&[f32]> = v.f32.iter().map(|r| r.as_slice().unwrap_or(&[])).collect();
-    let b: Vec<&[f64]> = v.f64.iter().map(|r| r.as_slice().unwrap_or(&[])).collect();
+    let views = read(&grads)?;
+    let (a, b) = views.slices();
     Ok(py.detach(|| gradtools::all_finite(&a) && gradtools::all_finite(&b)))
+}
+
+fn tensor_norm<T: Real>(s: &[T], inf: bool) -> f64 {
+    if inf {
+        gradtools::max_abs(&[s])
+    } else {
+        gradtools::sum_squares(&[s]).sqrt()
+    }
 }
 
 /// Scales grads in place so that their global norm is at most `max_norm`
@@ -154,18 +175,9 @@ pub fn clip_grad_norm(
     let inf = self::norm_type(norm_type)?;
     let mut views = write(&grads)?;
     let coef = |norm: f64| (max_norm / (norm + 1e-6)).min(1.0);
+    let (a, b) = views.slices();
     if per_tensor {
         let mut norms = vec![0.0; grads.len()];
-        let a: Vec<(usize, &mut [f32])> = views
-            .f32
-            .iter_mut()
-            .map(|(i, w)| (*i, w.as_slice_mut().unwrap_or(&mut [])))
-            .collect();
-        let b: Vec<(usize, &mut [f64])> = views
-            .f64
-            .iter_mut()
-            .map(|(i, w)| (*i, w.as_slice_mut().unwrap_or(&mut [])))
-            .collect();
         py.detach(|| {
             for (i, s) in a {
                 norms[i] = tensor_norm(s, inf);
@@ -178,54 +190,20 @@ pub fn clip_grad_norm(
         });
         return Ok(norms.into_pyobject(py)?.into_any().unbind());
     }
-    let norm = {
-        let a: Vec<&[f32]> = views
-            .f32
-            .iter()
-            .map(|(_, r)| r.as_slice().unwrap_or(&[]))
-            .collect();
-        let b: Vec<&[f64]> = views
-            .f64
-            .iter()
-            .map(|(_, r)| r.as_slice().unwrap_or(&[]))
-            .collect();
-        py.detach(|| {
-            if inf {
-                let (x, y) = (gradtools::max_abs(&a), gradtools::max_abs(&b));
-                if x.is_nan() || y.is_nan() {
-                    f64::NAN
-                } else {
-                    x.max(y)
-                }
-            } else {
-                (gradtools::sum_squares(&a) + gradtools::sum_squares(&b)).sqrt()
-            }
-        })
-    };
-    let c = coef(norm);
-    let mut a: Vec<&mut [f32]> = views
-        .f32
-        .iter_mut()
-        .map(|(_, w)| w.as_slice_mut().unwrap_or(&mut []))
-        .collect();
-    let mut b: Vec<&mut [f64]> = views
-        .f64
-        .iter_mut()
-        .map(|(_, w)| w.as_slice_mut().unwrap_or(&mut []))
-        .collect();
-    py.detach(|| {
+    let mut a: Vec<&mut [f32]> = a.into_iter().map(|(_, s)| s).collect();
+    let mut b: Vec<&mut [f64]> = b.into_iter().map(|(_, s)| s).collect();
+    let norm = py.detach(|| {
+        let norm = {
+            let ra: Vec<&[f32]> = a.iter().map(|s| &**s).collect();
+            let rb: Vec<&[f64]> = b.iter().map(|s| &**s).collect();
+            gradtools::global_norm(&ra, &rb, inf)
+        };
+        let c = coef(norm);
         gradtools::scale(&mut a, c as f32);
         gradtools::scale(&mut b, c);
+        norm
     });
     Ok(norm.into_pyobject(py)?.into_any().unbind())
-}
-
-fn tensor_norm<T: crate::kernels::Real>(s: &[T], inf: bool) -> f64 {
-    if inf {
-        gradtools::max_abs(&[s])
-    } else {
-        gradtools::sum_squares(&[s]).sqrt()
-    }
 }
 
 /// Clamps every grad element to `[-clip_value, clip_value]` in place.
@@ -237,16 +215,9 @@ pub fn clip_grad_value(
 ) -> PyResult<()> {
     let clip = positive("clip_value", clip_value)?;
     let mut views = write(&grads)?;
-    let mut a: Vec<&mut [f32]> = views
-        .f32
-        .iter_mut()
-        .map(|(_, w)| w.as_slice_mut().unwrap_or(&mut []))
-        .collect();
-    let mut b: Vec<&mut [f64]> = views
-        .f64
-        .iter_mut()
-        .map(|(_, w)| w.as_slice_mut().unwrap_or(&mut []))
-        .collect();
+    let (a, b) = views.slices();
+    let mut a: Vec<&mut [f32]> = a.into_iter().map(|(_, s)| s).collect();
+    let mut b: Vec<&mut [f64]> = b.into_iter().map(|(_, s)| s).collect();
     py.detach(|| {
         gradtools::clamp(&mut a, clip as f32);
         gradtools::clamp(&mut b, clip);

@@ -178,3 +178,18 @@ fn for_each_block_mut<T: Real>(tensors: &mut [&mut [T]], f: impl Fn(&mut [T]) + 
         pool.install(|| blocks.par_iter_mut().for_each(|b| f(b)));
     }
 }
+
+/// The norm of float32 and float64 tensors taken together: the 2-norm, or
+/// the infinity norm (NaN if any element is NaN).
+pub fn global_norm(a: &[&[f32]], b: &[&[f64]], inf_norm: bool) -> f64 {
+    if inf_norm {
+        let (x, y) = (max_abs(a), max_abs(b));
+        if x.is_nan() || y.is_nan() {
+            f64::NAN
+        } else {
+            x.max(y)
+        }
+    } else {
+        (sum_squares(a) + sum_squares(b)).sqrt()
+    }
+}
