@@ -34,6 +34,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,16 +265,18 @@ def make_storage(cfg: TuneConfig) -> Any:
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     url = cfg.storage_url()
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     try:
-        return RDBStorage(
-            url,
-            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-            heartbeat_interval=cfg.heartbeat,
-            grace_period=cfg.grace,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-        )
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url,
+                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+                heartbeat_interval=cfg.heartbeat,
+                grace_period=cfg.grace,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+            )
     except Exception as err:  # sqlalchemy's errors differ per driver
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise TuneError(f"--storage: cannot open {url!r}: {msg}") from None
@@ -346,7 +349,7 @@ def check(cfg: TuneConfig) -> dict[str, Spec]:
     try:
         from ferroptim.train.data import load_dataset
 
-        load_dataset(cfg.dataset, seed=cfg.seed)
+        data = load_dataset(cfg.dataset, seed=cfg.seed)
     except ValueError as err:
         raise TuneError(f"--dataset: {err}") from None
     optimizers = specs["optimizer"].choices if "optimizer" in specs else ["adamw"]
@@ -356,11 +359,33 @@ def check(cfg: TuneConfig) -> dict[str, Spec]:
             takers = PARAMS[name][1]
             if name == "optimizer" or (takers is not None and opt not in takers):
                 continue
-            probe[name] = spec.choices[0] if spec.type == "categorical" else spec.low
+            if spec.type == "categorical":
+                probe[name] = spec.choices[0]
+            else:
+                probe[name] = int(spec.low) if spec.type == "int" else spec.low
         try:
             optimizer_kwargs(build_parser().parse_args(train_argv(probe, cfg)))
         except UsageError as err:
             raise TuneError(f"space: {err}") from None
+    if "warmup" in specs:
+        # A trial's warmup must be shorter than its run: check the longest
+        # warmup against the fewest steps (the largest batch size).
+        def top(name: str, default: float) -> float:
+            spec = specs.get(name)
+            if spec is None:
+                return default
+            return max(spec.choices) if spec.type == "categorical" else spec.high
+
+        try:
+            warmup, batch = float(top("warmup", 0)), int(top("batch_size", 32))
+        except (TypeError, ValueError):  # not numbers: the trials will report it
+            warmup, batch = -1.0, 1
+        steps = cfg.epochs * -(-len(data.X_train) // max(batch, 1))
+        if warmup >= steps:
+            raise TuneError(
+                f"space: 'warmup' reaches {warmup:g} steps, but a trial of {cfg.epochs} epochs "
+                f"at batch size {batch} has only {steps}; lower its 'high' or add epochs"
+            )
     return specs
 
 
@@ -371,12 +396,16 @@ def objective(trial: Any, cfg: TuneConfig, specs: dict[str, Spec]) -> float:
     import optuna
 
     from ferroptim.train.callbacks import Callback
-    from ferroptim.train.cli import _build, build_parser
+    from ferroptim.train.cli import UsageError, _build, build_parser
     from ferroptim.train.trainer import Trainer
 
+    trial.set_user_attr("pid", os.getpid())
     params = suggest(trial, specs)
-    args = build_parser().parse_args(train_argv(params, cfg))
-    data, model, optimizer, extra = _build(args)
+    try:
+        args = build_parser().parse_args(train_argv(params, cfg))
+        data, model, optimizer, extra = _build(args)
+    except UsageError as err:  # fails this trial (caught by optimize), not the study
+        raise TuneError(f"trial {trial.number}: {err}") from None
     metric = cfg.metric
     best = [math.inf if cfg.direction == "minimize" else -math.inf]
 
@@ -406,20 +435,21 @@ def objective(trial: Any, cfg: TuneConfig, specs: dict[str, Spec]) -> float:
     trainer.fit(
         data.X_train, data.y_train, epochs=cfg.epochs, validation_data=(data.X_val, data.y_val)
     )
-    trial.set_user_attr("pid", os.getpid())
     return best[0]
 
 
-def _worker(cfg_dict: dict[str, Any], n_trials: int) -> None:
+def _worker(cfg_dict: dict[str, Any], n_trials: int, index: int = 0) -> None:
     import optuna
 
     cfg = TuneConfig(**cfg_dict)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     specs = load_space(cfg.space)
+    # Same seed in every worker would sample the same configurations twice.
+    sampler_cfg = TuneConfig(**{**cfg_dict, "seed": cfg.seed + index})
     study = optuna.load_study(
         study_name=cfg.study,
         storage=make_storage(cfg),
-        sampler=make_sampler(cfg, specs),
+        sampler=make_sampler(sampler_cfg, specs),
         pruner=make_pruner(cfg),
     )
     study.optimize(
@@ -476,7 +506,11 @@ def run(cfg: TuneConfig) -> Any:
         )
     else:
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker, args=(asdict(cfg), n)) for n in shares if n > 0]
+        procs = [
+            ctx.Process(target=_worker, args=(asdict(cfg), n, i))
+            for i, n in enumerate(shares)
+            if n > 0
+        ]
         for p in procs:
             p.start()
         seen = already
@@ -494,13 +528,19 @@ def run(cfg: TuneConfig) -> Any:
     if bar is not None:
         bar.close()
     write_outputs(study, out, cfg)
-    if cfg.retrain_best:
+    if cfg.retrain_best and _completed(study):
         from ferroptim.train.cli import main as train_main
 
         argv = train_argv(study.best_params, cfg)
         argv[argv.index("--verbose") + 1] = str(cfg.verbose)
         train_main(argv + ["--out", str(out / "best-model")])
     return study
+
+
+def _completed(study: Any) -> list[Any]:
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
 def write_outputs(study: Any, out: Path, cfg: TuneConfig) -> None:
@@ -542,6 +582,7 @@ def write_outputs(study: Any, out: Path, cfg: TuneConfig) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as vis
+    from optuna.exceptions import ExperimentalWarning
 
     plots = [
         ("history.png", vis.plot_optimization_history),
@@ -551,7 +592,9 @@ def write_outputs(study: Any, out: Path, cfg: TuneConfig) -> None:
         plots.append(("importances.png", vis.plot_param_importances))
     for filename, fn in plots:
         try:
-            ax = fn(study)
+            with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                ax = fn(study)
             fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
             fig.set_size_inches(10, 6)
             fig.tight_layout()
@@ -615,6 +658,12 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, TuneError) as err:
         print(f"ferroptim tune: error: {err}", file=sys.stderr)
         return 2
+    if not _completed(study):  # all pruned or failed: there is no best trial
+        print(
+            f"ferroptim tune: no trial completed (all pruned or failed); see {cfg.out}/trials.csv",
+            file=sys.stderr,
+        )
+        return 1
     best = study.best_trial
     print(f"best {cfg.metric}: {best.value:.4f} (trial {best.number}) with {best.params}")
     print(f"wrote {cfg.out}/best.json, trials.csv and plots")
