@@ -632,7 +632,7 @@ where
             grad_norm = Some(norm);
             if let Some(max_norm) = options.max_grad_norm {
                 // torch.nn.utils.clip_grad_norm_'s coefficient, clamped at 1.
-                scale *= (max_norm / (norm + 1e-6)).min(1.0);
+                scale *= gradtools::clip_coefficient(max_norm, norm);
             }
         }
         let transform = (scale != 1.0 || options.clip_value.is_some())

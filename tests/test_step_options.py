@@ -440,7 +440,10 @@ def test_accumulate_equals_one_step(name: str, dtype: Any, mean: bool) -> None:
             if j < k - 1:
                 assert applied is False
                 assert bits(params) == before
-                assert state_equal(opt.state_dict(), state)
+                # Only the pending micro-batch grads move (state_dict's "accumulation").
+                after = {k: v for k, v in opt.state_dict().items() if k != "accumulation"}
+                state = {k: v for k, v in state.items() if k != "accumulation"}
+                assert state_equal(after, state)
         assert applied is True
         combined: list[Any] = []
         for i in range(len(params)):

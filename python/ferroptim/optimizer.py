@@ -423,7 +423,14 @@ class Optimizer:
                 saved = {k: _copy(v) for k, v in group.items() if k not in _PARAM_KEYS}
                 saved["params"] = list(keys)
                 groups.append(saved)
-        return {"state": state, "param_groups": groups}
+            result: dict[str, Any] = {"state": state, "param_groups": groups}
+            if self._acc_calls:
+                # Mid-cycle micro-batch grads, so a resumed run updates exactly as this one.
+                result["accumulation"] = {
+                    "calls": self._acc_calls,
+                    "buffers": [None if b is None else b.copy() for b in self._acc],
+                }
+        return result
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Loads state and hyperparameters; all or nothing, and by copy.
@@ -479,10 +486,28 @@ class Optimizer:
             self._merge_state([(m, saved_state.get(saved_key[m.key])) for m in members])
             for members in self._members
         ]
+        acc = state_dict.get("accumulation")
+        acc_calls, acc_buffers = 0, []
+        if acc is not None:
+            try:
+                acc_calls = int(acc["calls"])
+                acc_buffers = [
+                    None if b is None else np.array(b, dtype=self._engine_dtype(i))
+                    for i, b in enumerate(acc["buffers"])
+                ]
+            except (KeyError, TypeError, ValueError) as err:
+                raise StateDictError(f"accumulation: {err}") from err
+            if not 0 <= acc_calls < self.accumulate or len(acc_buffers) != len(self._members):
+                raise StateDictError(
+                    f"accumulation: {acc_calls} calls and {len(acc_buffers)} buffers do not fit "
+                    f"accumulate={self.accumulate} over {len(self._members)} params"
+                )
         with self._lock:
             self._engine.load_state(states)
             for group, hypers in zip(self.param_groups, new_hypers):
                 group.update(hypers)
+            self._acc_calls = acc_calls
+            self._acc = acc_buffers
 
     def _merge_state(self, parts: list[tuple[_Member, Any]]) -> dict[str, Any]:
         """One engine param's state from the saved states of its members."""

@@ -174,7 +174,7 @@ pub fn clip_grad_norm(
     let max_norm = positive("max_norm", max_norm)?;
     let inf = self::norm_type(norm_type)?;
     let mut views = write(&grads)?;
-    let coef = |norm: f64| (max_norm / (norm + 1e-6)).min(1.0);
+    let coef = |norm: f64| gradtools::clip_coefficient(max_norm, norm);
     let (a, b) = views.slices();
     if per_tensor {
         let mut norms = vec![0.0; grads.len()];

@@ -193,3 +193,15 @@ pub fn global_norm(a: &[&[f32]], b: &[&[f64]], inf_norm: bool) -> f64 {
         (sum_squares(a) + sum_squares(b)).sqrt()
     }
 }
+
+/// torch.nn.utils.clip_grad_norm_'s factor: `max_norm / (norm + 1e-6)`,
+/// clamped at 1, and NaN when the norm is NaN (so NaN grads stay NaN
+/// everywhere, as in torch, instead of passing through unclipped).
+pub fn clip_coefficient(max_norm: f64, norm: f64) -> f64 {
+    let c = max_norm / (norm + 1e-6);
+    if c.is_nan() {
+        c
+    } else {
+        c.min(1.0)
+    }
+}

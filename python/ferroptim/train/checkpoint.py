@@ -25,6 +25,8 @@ __all__ = ["CheckpointError", "FORMAT", "load", "save"]
 
 FORMAT = "ferroptim-checkpoint/1"
 _HEADER = "__header__"
+# Keys that mark encoded values; dicts using them are stored as item lists.
+_MARKERS = {"__array__", "__items__", "__tuple__"}
 
 
 class CheckpointError(ValueError):
@@ -33,11 +35,13 @@ class CheckpointError(ValueError):
 
 def _encode(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
     if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject:
+            raise TypeError("cannot store an object array in a checkpoint")
         key = f"a{len(arrays)}"
         arrays[key] = obj
         return {"__array__": key}
     if isinstance(obj, dict):
-        if all(isinstance(k, str) for k in obj) and "__array__" not in obj:
+        if all(isinstance(k, str) for k in obj) and not _MARKERS & obj.keys():
             return {k: _encode(v, arrays) for k, v in obj.items()}
         return {"__items__": [[_encode(k, arrays), _encode(v, arrays)] for k, v in obj.items()]}
     if isinstance(obj, tuple):
@@ -110,7 +114,7 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            if _HEADER not in archive.files:
+            if not hasattr(archive, "files") or _HEADER not in archive.files:
                 raise CheckpointError(f"{path} is not a ferroptim checkpoint (no header)")
             header = json.loads(archive[_HEADER].tobytes().decode())
             if header.get("format") != FORMAT:
@@ -122,7 +126,15 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
             return _materialize(state)
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, UnicodeDecodeError) as err:
+    except (
+        zipfile.BadZipFile,
+        EOFError,
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        UnicodeDecodeError,
+    ) as err:
         raise CheckpointError(f"{path} is corrupt or truncated: {err}") from err
 
 

@@ -104,8 +104,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--dtype", default="float32", help="float32 | float64")
     p.add_argument("--out", default=None, help="folder for history.csv, curves.png, checkpoints")
     p.add_argument("--resume", default=None, help="folder of a run to continue (its last.npz)")
-    p.add_argument("--stop-after", type=int, default=None, metavar="N",
-                   help="stop this invocation after N more epochs (resume later with --resume)")
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop this invocation after N more epochs (resume later with --resume)",
+    )
     p.add_argument("--verbose", type=int, default=1, help="0: quiet, 1: progress bars")
     return p
 
@@ -209,7 +214,12 @@ def _build(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
         raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
     if args.dtype not in ("float32", "float64"):
         raise UsageError(f"--dtype: float32 or float64, got {args.dtype!r}")
-    hidden = [int(h) for h in _floats("--hidden", args.hidden)] if args.hidden else []
+    widths = _floats("--hidden", args.hidden) if args.hidden else []
+    if any(w < 1 or w != int(w) for w in widths):
+        raise UsageError(f"--hidden: widths must be whole numbers >= 1, got {args.hidden!r}")
+    hidden = [int(w) for w in widths]
+    if args.activation not in ("relu", "tanh", "sigmoid"):
+        raise UsageError(f"--activation: relu, tanh or sigmoid, got {args.activation!r}")
     kwargs = optimizer_kwargs(args)
     try:
         data = load_dataset(args.dataset, seed=args.seed)
@@ -265,8 +275,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             saved = checkpoint.load(path)
         except checkpoint.CheckpointError as err:
             raise UsageError(f"--resume: {err}") from None
+        saved_argv = (saved.get("config") or {}).get("argv")
+        if not isinstance(saved_argv, list):
+            raise UsageError(f"--resume: {path} was not written by ferroptim train")
         # Rebuild the run from its own flags; flags given now override them.
-        old = build_parser().parse_args(saved["config"]["argv"])
+        old = build_parser().parse_args(saved_argv)
         given = build_parser().parse_args(argv)
         defaults = build_parser().parse_args([])
         for key, value in vars(given).items():
@@ -307,7 +320,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         except ValueError as err:
             raise UsageError(f"--resume: {err}") from None
         if args.out and Path(args.out) != Path(args.resume):
-            # The history so far goes to the new folder too.
+            # A fresh history.csv in the new folder, not one appended to an old one.
             (Path(args.out) / "history.csv").unlink(missing_ok=True)
     stop = args.epochs
     if args.stop_after is not None:

@@ -186,6 +186,10 @@ class Trainer:
         size = self.batch_size_at(epoch)
         return self._n_train // size if self.drop_last else math.ceil(self._n_train / size)
 
+    def _stateful_callbacks(self) -> list[Callback]:
+        """Callbacks whose state a checkpoint keeps (progress bars have none)."""
+        return [cb for cb in self.callbacks if not isinstance(cb, ProgressBar)]
+
     def get_params(self) -> np.ndarray:
         return self.model.arena.data.copy()
 
@@ -207,7 +211,8 @@ class Trainer:
     def _train_batch(self, X: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray | None]:
         t0 = time.perf_counter()
         if isinstance(self.model, FunctionModel):
-            loss, out = self.model.loss_and_grads(X, y), None
+            loss = self.model.loss_and_grads(X, y)
+            out = self.model.forward(X) if self.model.predict_fn and self.metrics else None
         else:
             out = self.model.forward(X, train=True)
             loss, grad_out = self.loss_fn(out, y)
@@ -257,6 +262,7 @@ class Trainer:
                 drop_last=self.drop_last,
             ):
                 Xb, yb = X[idx], y[idx]
+                lr = self._lr()  # the lr this step uses
                 loss, out = self._train_batch(Xb, yb)
                 n = len(idx)
                 total_loss += loss * n
@@ -268,7 +274,7 @@ class Trainer:
                 logs = {
                     "step": self.step,
                     "loss": loss,
-                    "lr": self._lr(),
+                    "lr": lr,
                     "batch_size": n,
                     "time": time.perf_counter() - start_total,
                 }
@@ -342,7 +348,7 @@ class Trainer:
             "model_rng": (
                 self.model.get_rng_state() if hasattr(self.model, "get_rng_state") else None
             ),
-            "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "callbacks": [cb.state_dict() for cb in self._stateful_callbacks()],
             "history": self.history.state_dict(),
         }
 
@@ -370,10 +376,9 @@ class Trainer:
             problems.append(f"model config differs in {keys}")
         if (state.get("scheduler") is None) != (self.scheduler is None):
             problems.append("one run has a scheduler and the other has not")
-        if len(state.get("callbacks", [])) != len(self.callbacks):
-            problems.append(
-                f"{len(state.get('callbacks', []))} callbacks saved, {len(self.callbacks)} here"
-            )
+        saved_cbs, here = len(state.get("callbacks", [])), len(self._stateful_callbacks())
+        if saved_cbs != here:
+            problems.append(f"{saved_cbs} callbacks saved, {here} here")
         if problems:
             raise CheckpointError("checkpoint does not match this run: " + "; ".join(problems))
         params = np.asarray(state["params"])
@@ -389,7 +394,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         if state.get("model_rng") is not None and hasattr(self.model, "set_rng_state"):
             self.model.set_rng_state(state["model_rng"])
-        for cb, cb_state in zip(self.callbacks, state.get("callbacks", [])):
+        for cb, cb_state in zip(self._stateful_callbacks(), state.get("callbacks", [])):
             cb.load_state_dict(cb_state)
         self.history.load_state_dict(state["history"])
         self.epoch = int(state["epoch"])
