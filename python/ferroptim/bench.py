@@ -1,9 +1,17 @@
 """`ferroptim bench`: ferroptim against torch.optim and NumPy on this machine.
 
-Every implementation of a case runs round-robin (one step each, repeated),
-so machine noise hits them alike; the table gives medians. Bandwidth is
-reported against a roofline measured in the same run on the same threads:
-an in-place ``a += b`` (12 bytes per float32 element).
+Timing. The implementations of a case take turns (round-robin), so machine
+noise hits them alike, and the table gives medians. Each turn is a short
+burst of steps whose first step is not counted: torch's OpenMP workers
+busy-wait for a few milliseconds after each parallel region, and without
+the discarded step whatever ran right after torch paid for its spinning
+threads (measured: ferroptim's 16M Adam step went from 8.5 ms to 11 ms).
+
+Bandwidth. Every case also times an in-place ``a += b`` over as many
+elements as the case has params, in the case's dtype, on ferroptim's pool
+(12 bytes per float32 element), in the same round-robin: the roofline the
+"% roofline" column divides by. A case small enough to live in cache gets a
+cache-resident roofline.
 
 Bytes moved per param per step (float32; double them for float64), each
 array read once and written once:
@@ -15,6 +23,12 @@ SGD (momentum)     read p, g, buf; write p, buf           20
 Adam / AdamW       read p, g, m, v; write p, m, v         28
 RMSprop            read p, g, sq; write p, sq             20
 =================  =====================================  =====
+
+The NumPy implementation cannot fuse its ufuncs: each one streams whole
+arrays through memory, so it moves ``NUMPY_BYTES_PER_PARAM`` bytes per param
+(counted ufunc by ufunc in :func:`numpy_impl`) on one thread. On a
+bandwidth-bound step the ratio of the two byte counts bounds how much faster
+any fused kernel can be.
 """
 
 from __future__ import annotations
@@ -33,6 +47,14 @@ import numpy as np
 import ferroptim as fo
 
 BYTES_PER_PARAM = {"sgd": 20, "adam": 28, "adamw": 28, "rmsprop": 20}
+# What numpy_impl's ufuncs stream per float32 param (reads + writes, in order):
+#   sgd:     s0*=m 8, s0+=g 12, tmp=-lr*s0 8, p+=tmp 12                      = 40
+#   rmsprop: s0*=a 8, tmp=g*g 8, tmp*=c 8, s0+=tmp 12, sqrt 8, +eps 8,
+#            g/tmp 12, *=-lr 8, p+=tmp 12                                    = 84
+#   adam:    s0*=b1 8, tmp=g*c 8, s0+=tmp 12, s1*=b2 8, tmp=g*g 8, *=c 8,
+#            s1+=tmp 12, sqrt 8, /=bc 8, +=eps 8, s0/tmp 12, *=-lr 8, p+=tmp 12 = 120
+#   adamw:   adam + p*=decay 8                                               = 128
+NUMPY_BYTES_PER_PARAM = {"sgd": 40, "adam": 120, "adamw": 128, "rmsprop": 84}
 
 # ---------------------------------------------------------------- shapes
 
@@ -188,6 +210,8 @@ def torch_impl(opt: str, case: Case, mode: str) -> Callable[[], None] | None:
     return o.step
 
 
+ROOFLINE = "roofline a += b"
+
 IMPLS: dict[str, Callable[[str, Case], Callable[[], None] | None]] = {
     "ferroptim": fo_list,
     "ferroptim arena": fo_arena,
@@ -201,26 +225,48 @@ IMPLS: dict[str, Callable[[str, Case], Callable[[], None] | None]] = {
 # ---------------------------------------------------------------- timing
 
 
-def roofline_gbps(numel: int, dtype: Any = np.float32, budget: float = 0.5) -> float:
-    """GB/s of an in-place ``a += b`` on ferroptim's pool (12 bytes per f32)."""
+def roofline_fn(numel: int) -> Callable[[], None]:
+    """An in-place float32 ``a += b`` over ``numel`` elements on ferroptim's pool."""
     a = np.zeros(numel, np.float32)
     b = np.ones(numel, np.float32)
-    times = measure({"add": lambda: fo._core.stream_add(a, b)}, budget)["add"]
+    return lambda: fo._core.stream_add(a, b)
+
+
+def roofline_gbps(numel: int, budget: float = 0.5) -> float:
+    """GB/s of :func:`roofline_fn` (12 bytes per element)."""
+    times = measure({"add": roofline_fn(numel)}, budget)["add"]
     return 12 * numel / statistics.median(times) / 1e9
 
 
+# A burst lasts at least this long (short steps run several times per turn).
+_BURST_S = 2e-3
+_MAX_BURST = 64
+
+
 def measure(fns: dict[str, Callable[[], None]], budget: float, min_rounds: int = 5) -> dict:
-    """Round-robin timing: every function once per round, until ``budget`` seconds."""
-    for f in fns.values():
+    """Round-robin timing in bursts, until ``budget`` seconds.
+
+    Every round gives each function one burst; the first step of a burst is
+    run but not counted (see the module docstring). Returns each function's
+    counted step times in seconds.
+    """
+    bursts = {}
+    for name, f in fns.items():
         f()  # warm up (first-touch allocation of state)
+        t0 = time.perf_counter()
+        f()
+        once = max(time.perf_counter() - t0, 1e-7)
+        bursts[name] = max(1, min(_MAX_BURST, int(_BURST_S / once)))
     times: dict[str, list[float]] = {k: [] for k in fns}
     start = time.perf_counter()
     rounds = 0
     while rounds < min_rounds or (time.perf_counter() - start < budget and rounds < 200):
         for name, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            times[name].append(time.perf_counter() - t0)
+            f()  # absorbs the previous implementation's idle-spinning threads
+            for _ in range(bursts[name]):
+                t0 = time.perf_counter()
+                f()
+                times[name].append(time.perf_counter() - t0)
         rounds += 1
     return times
 
@@ -275,11 +321,10 @@ def run(
     case_names: Iterable[str] | None = None,
     impls: Iterable[str] | None = None,
     quiet: bool = False,
-) -> tuple[list[Row], float]:
+) -> list[Row]:
     chosen = [c for c in cases(full) if case_names is None or c.name in set(case_names)]
     impl_names = list(impls) if impls is not None else list(IMPLS)
     optimizers = list(optimizers)
-    roof = roofline_gbps(16 << 20)
     rows: list[Row] = []
     bar = _progress(len(chosen) * len(optimizers), quiet)
     for case in chosen:
@@ -290,15 +335,18 @@ def run(
                 fn = IMPLS[name](opt, case)
                 if fn is not None:
                     fns[name] = fn
-            # NumPy on big single tensors is slow: fewer rounds suffice.
+            # Same bytes as the case's params: float64 cases stream twice the floats.
+            width = np.dtype(case.dtype).itemsize // 4
+            fns[ROOFLINE] = roofline_fn(case.numel * width)
             times = measure(fns, budget)
-            bpp = BYTES_PER_PARAM[opt] * (2 if case.dtype == np.float64 else 1)
+            roof = 12 * width * case.numel / statistics.median(times.pop(ROOFLINE)) / 1e9
+            bpp = BYTES_PER_PARAM[opt] * width
             for name, ts in times.items():
                 rows.append(Row(case.name, opt, name, statistics.median(ts), case.numel, bpp, roof))
             del fns
             bar.update(1)
     bar.close()
-    return rows, roof
+    return rows
 
 
 def scaling(opt: str = "adam", numel: int = 16 << 20, budget: float = 1.0) -> list[dict]:
@@ -317,9 +365,7 @@ def scaling(opt: str = "adam", numel: int = 16 << 20, budget: float = 1.0) -> li
             fo.set_num_threads(n)
             if torch:
                 torch.set_num_threads(n)
-            fns = {"ferroptim": fo_list(opt, case), "roofline": None}
-            a, b = np.zeros(numel, np.float32), np.ones(numel, np.float32)
-            fns["roofline"] = lambda a=a, b=b: fo._core.stream_add(a, b)
+            fns = {"ferroptim": fo_list(opt, case), "roofline": roofline_fn(numel)}
             tf = torch_impl(opt, case, "fused")
             if tf is not None:
                 fns["torch fused"] = tf
@@ -337,9 +383,9 @@ def scaling(opt: str = "adam", numel: int = 16 << 20, budget: float = 1.0) -> li
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| case | optimizer | implementation | median ms | Mparams/s | GB/s | % roofline "
-        "| vs torch fused | vs numpy |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| case | optimizer | implementation | median ms | Mparams/s | GB/s | roofline GB/s "
+        "| % roofline | vs torch fused | vs numpy |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     by_key = {(r.case, r.optimizer, r.impl): r for r in rows}
     for r in rows:
@@ -351,7 +397,7 @@ def table(rows: list[Row]) -> str:
         vs_n = f"{npy.median_s / r.median_s:.1f}x" if npy else "-"
         lines.append(
             f"| {r.case} | {r.optimizer} | {r.impl} | {r.median_s * 1e3:.3f} | "
-            f"{r.numel / r.median_s / 1e6:.0f} | {r.gbps:.1f} | "
+            f"{r.numel / r.median_s / 1e6:.0f} | {r.gbps:.1f} | {r.roofline:.1f} | "
             f"{100 * r.gbps / r.roofline:.0f}% | {vs_t} | {vs_n} |"
         )
     return "\n".join(lines)
@@ -387,8 +433,16 @@ def main(
         f"ferroptim {fo.__version__}: SIMD {fo.simd_level()}, {fo.get_num_threads()} threads; "
         f"{torch_note}; {os.cpu_count()} cores"
     )
-    rows, roof = run(optimizers, full=full, budget=budget, quiet=quiet)
-    print(f"roofline (in-place a += b, float32, 12 B/elem): {roof:.1f} GB/s\n")
+    rows = run(optimizers, full=full, budget=budget, quiet=quiet)
+    print(
+        "roofline: in-place a += b over the case's bytes (12 B per float32), same run;\n"
+        "NumPy streams "
+        + ", ".join(
+            f"{opt} {NUMPY_BYTES_PER_PARAM[opt]} B/param (fused: {BYTES_PER_PARAM[opt]})"
+            for opt in optimizers
+        )
+        + "\n"
+    )
     print(table(rows))
     if threads:
         print("\nthread scaling, adam, 1 x 16M float32:\n")

@@ -63,9 +63,15 @@ impl Algorithm for Adadelta {
     ) {
         let [sq, acc, _] = state;
         if s.pre.regularize {
-            simd::dispatch(|| adadelta::<T, true>(param, grad, sq, acc, s))
+            simd::dispatch(
+                #[inline(always)]
+                || adadelta::<T, true>(param, grad, sq, acc, s),
+            )
         } else {
-            simd::dispatch(|| adadelta::<T, false>(param, grad, sq, acc, s))
+            simd::dispatch(
+                #[inline(always)]
+                || adadelta::<T, false>(param, grad, sq, acc, s),
+            )
         }
     }
 }
@@ -80,7 +86,7 @@ fn adadelta<T: Real, const REGULARIZE: bool>(
 ) {
     let n = param.len();
     let (grad, sq, acc) = (&grad[..n], &mut sq[..n], &mut acc[..n]);
-    for i in 0..n {
+    crate::blocked!(n; param, grad, sq, acc; |i| {
         let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
         let si = sq[i] * s.rho + s.one_minus_rho * g * g;
         sq[i] = si;
@@ -88,5 +94,5 @@ fn adadelta<T: Real, const REGULARIZE: bool>(
         let delta = (acc[i] + s.eps).sqrt() / std * g;
         acc[i] = acc[i] * s.rho + s.one_minus_rho * delta * delta;
         param[i] = p + s.neg_lr * delta;
-    }
+    });
 }

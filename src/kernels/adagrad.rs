@@ -64,10 +64,22 @@ impl Algorithm for Adagrad {
     ) {
         let [sum, _, _] = state;
         match (s.fresh, s.pre.regularize) {
-            (false, false) => simd::dispatch(|| adagrad::<T, false, false>(param, grad, sum, s)),
-            (false, true) => simd::dispatch(|| adagrad::<T, false, true>(param, grad, sum, s)),
-            (true, false) => simd::dispatch(|| adagrad::<T, true, false>(param, grad, sum, s)),
-            (true, true) => simd::dispatch(|| adagrad::<T, true, true>(param, grad, sum, s)),
+            (false, false) => simd::dispatch(
+                #[inline(always)]
+                || adagrad::<T, false, false>(param, grad, sum, s),
+            ),
+            (false, true) => simd::dispatch(
+                #[inline(always)]
+                || adagrad::<T, false, true>(param, grad, sum, s),
+            ),
+            (true, false) => simd::dispatch(
+                #[inline(always)]
+                || adagrad::<T, true, false>(param, grad, sum, s),
+            ),
+            (true, true) => simd::dispatch(
+                #[inline(always)]
+                || adagrad::<T, true, true>(param, grad, sum, s),
+            ),
         }
     }
 }
@@ -81,11 +93,11 @@ fn adagrad<T: Real, const FRESH: bool, const REGULARIZE: bool>(
 ) {
     let n = param.len();
     let (grad, sum) = (&grad[..n], &mut sum[..n]);
-    for i in 0..n {
+    crate::blocked!(n; param, grad, sum; |i| {
         let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
         let prev = if FRESH { s.initial } else { sum[i] };
         let acc = prev + g * g;
         sum[i] = acc;
         param[i] = p + s.neg_clr * g / (acc.sqrt() + s.eps);
-    }
+    });
 }

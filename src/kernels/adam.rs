@@ -90,12 +90,22 @@ impl Algorithm for Adam {
     ) {
         let [m, v, vmax] = state;
         match (s.amsgrad, s.pre.regularize) {
-            (false, false) => {
-                simd::dispatch(|| adam::<T, false, false>(param, grad, m, v, vmax, s))
-            }
-            (false, true) => simd::dispatch(|| adam::<T, false, true>(param, grad, m, v, vmax, s)),
-            (true, false) => simd::dispatch(|| adam::<T, true, false>(param, grad, m, v, vmax, s)),
-            (true, true) => simd::dispatch(|| adam::<T, true, true>(param, grad, m, v, vmax, s)),
+            (false, false) => simd::dispatch(
+                #[inline(always)]
+                || adam::<T, false, false>(param, grad, m, v, vmax, s),
+            ),
+            (false, true) => simd::dispatch(
+                #[inline(always)]
+                || adam::<T, false, true>(param, grad, m, v, vmax, s),
+            ),
+            (true, false) => simd::dispatch(
+                #[inline(always)]
+                || adam::<T, true, false>(param, grad, m, v, vmax, s),
+            ),
+            (true, true) => simd::dispatch(
+                #[inline(always)]
+                || adam::<T, true, true>(param, grad, m, v, vmax, s),
+            ),
         }
     }
 }
@@ -112,7 +122,7 @@ fn adam<T: Real, const AMSGRAD: bool, const REGULARIZE: bool>(
     let n = param.len();
     let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
     let vmax = if AMSGRAD { &mut vmax[..n] } else { vmax };
-    for i in 0..n {
+    crate::blocked!(n; param, grad, m, v, vmax; |i| {
         let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
         // torch's lerp for weights below 0.5.
         let mi = m[i] + s.one_minus_beta1 * (g - m[i]);
@@ -128,5 +138,5 @@ fn adam<T: Real, const AMSGRAD: bool, const REGULARIZE: bool>(
         };
         let denom = second.sqrt() / s.bias_correction2_sqrt + s.eps;
         param[i] = p + s.neg_step_size * mi / denom;
-    }
+    });
 }

@@ -60,9 +60,15 @@ impl Algorithm for Adamax {
     ) {
         let [m, u, _] = state;
         if s.pre.regularize {
-            simd::dispatch(|| adamax::<T, true>(param, grad, m, u, s))
+            simd::dispatch(
+                #[inline(always)]
+                || adamax::<T, true>(param, grad, m, u, s),
+            )
         } else {
-            simd::dispatch(|| adamax::<T, false>(param, grad, m, u, s))
+            simd::dispatch(
+                #[inline(always)]
+                || adamax::<T, false>(param, grad, m, u, s),
+            )
         }
     }
 }
@@ -77,12 +83,12 @@ fn adamax<T: Real, const REGULARIZE: bool>(
 ) {
     let n = param.len();
     let (grad, m, u) = (&grad[..n], &mut m[..n], &mut u[..n]);
-    for i in 0..n {
+    crate::blocked!(n; param, grad, m, u; |i| {
         let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
         let mi = m[i] + s.one_minus_beta1 * (g - m[i]);
         m[i] = mi;
         let ui = (u[i] * s.beta2).max_val(g.abs() + s.eps);
         u[i] = ui;
         param[i] = p + s.neg_clr * mi / ui;
-    }
+    });
 }

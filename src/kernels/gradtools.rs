@@ -69,27 +69,35 @@ fn map_blocks<T: Real>(tensors: &[&[T]], f: impl Fn(&[T]) -> f64 + Sync + Send) 
 
 /// Σ x² over all tensors, in f64.
 pub fn sum_squares<T: Real>(tensors: &[&[T]]) -> f64 {
-    let partial = map_blocks(tensors, |b| simd::dispatch(|| pairwise_sum_squares(b)));
+    let partial = map_blocks(tensors, |b| {
+        simd::dispatch(
+            #[inline(always)]
+            || pairwise_sum_squares(b),
+        )
+    });
     pairwise_total(&partial)
 }
 
 /// max |x| over all tensors (NaN if any element is NaN; 0 when empty).
 pub fn max_abs<T: Real>(tensors: &[&[T]]) -> f64 {
     let partial = map_blocks(tensors, |b| {
-        simd::dispatch(|| {
-            let mut m = 0f64;
-            let mut nan = false;
-            for &v in b {
-                let a = v.abs().to_f64();
-                nan |= a.is_nan();
-                m = if a > m { a } else { m };
-            }
-            if nan {
-                f64::NAN
-            } else {
-                m
-            }
-        })
+        simd::dispatch(
+            #[inline(always)]
+            || {
+                let mut m = 0f64;
+                let mut nan = false;
+                for &v in b {
+                    let a = v.abs().to_f64();
+                    nan |= a.is_nan();
+                    m = if a > m { a } else { m };
+                }
+                if nan {
+                    f64::NAN
+                } else {
+                    m
+                }
+            },
+        )
     });
     partial.into_iter().fold(0.0, |m, v| {
         if v.is_nan() || m.is_nan() {
@@ -112,26 +120,29 @@ pub fn sum_squares_each<T: Real>(tensors: &[&[T]]) -> Vec<f64> {
 #[allow(clippy::eq_op)] // x − x is the point: 0 for finite x, NaN otherwise.
 pub fn all_finite<T: Real>(tensors: &[&[T]]) -> bool {
     let partial = map_blocks(tensors, |b| {
-        simd::dispatch(|| {
-            // x − x is 0 for finite x and NaN for ±inf and NaN; eight
-            // independent lanes so the loop vectorizes.
-            let mut lanes = [T::ZERO; 8];
-            let chunks = b.chunks_exact(8);
-            let rest = chunks.remainder();
-            for c in chunks {
-                for j in 0..8 {
-                    lanes[j] = lanes[j] + (c[j] - c[j]);
+        simd::dispatch(
+            #[inline(always)]
+            || {
+                // x − x is 0 for finite x and NaN for ±inf and NaN; eight
+                // independent lanes so the loop vectorizes.
+                let mut lanes = [T::ZERO; 8];
+                let chunks = b.chunks_exact(8);
+                let rest = chunks.remainder();
+                for c in chunks {
+                    for j in 0..8 {
+                        lanes[j] = lanes[j] + (c[j] - c[j]);
+                    }
                 }
-            }
-            for (j, &v) in rest.iter().enumerate() {
-                lanes[j] = lanes[j] + (v - v);
-            }
-            if lanes.iter().all(|&l| l == T::ZERO) {
-                1.0
-            } else {
-                0.0
-            }
-        })
+                for (j, &v) in rest.iter().enumerate() {
+                    lanes[j] = lanes[j] + (v - v);
+                }
+                if lanes.iter().all(|&l| l == T::ZERO) {
+                    1.0
+                } else {
+                    0.0
+                }
+            },
+        )
     });
     partial.iter().all(|&v| v == 1.0)
 }
@@ -139,29 +150,35 @@ pub fn all_finite<T: Real>(tensors: &[&[T]]) -> bool {
 /// Multiplies every element by `factor` (in the tensor's dtype), in place.
 pub fn scale<T: Real>(tensors: &mut [&mut [T]], factor: T) {
     for_each_block_mut(tensors, |b| {
-        simd::dispatch(|| {
-            for v in b.iter_mut() {
-                *v = *v * factor;
-            }
-        })
+        simd::dispatch(
+            #[inline(always)]
+            || {
+                for v in b.iter_mut() {
+                    *v = *v * factor;
+                }
+            },
+        )
     });
 }
 
 /// Clamps every element to `[-clip, clip]`, in place (NaN stays NaN).
 pub fn clamp<T: Real>(tensors: &mut [&mut [T]], clip: T) {
     for_each_block_mut(tensors, |b| {
-        simd::dispatch(|| {
-            for v in b.iter_mut() {
-                let x = *v;
-                *v = if x > clip {
-                    clip
-                } else if x < -clip {
-                    -clip
-                } else {
-                    x
-                };
-            }
-        })
+        simd::dispatch(
+            #[inline(always)]
+            || {
+                for v in b.iter_mut() {
+                    let x = *v;
+                    *v = if x > clip {
+                        clip
+                    } else if x < -clip {
+                        -clip
+                    } else {
+                        x
+                    };
+                }
+            },
+        )
     });
 }
 

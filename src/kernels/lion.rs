@@ -61,9 +61,15 @@ impl Algorithm for Lion {
     ) {
         let [m, _, _] = state;
         if s.pre.regularize {
-            simd::dispatch(|| lion::<T, true>(param, grad, m, s))
+            simd::dispatch(
+                #[inline(always)]
+                || lion::<T, true>(param, grad, m, s),
+            )
         } else {
-            simd::dispatch(|| lion::<T, false>(param, grad, m, s))
+            simd::dispatch(
+                #[inline(always)]
+                || lion::<T, false>(param, grad, m, s),
+            )
         }
     }
 }
@@ -77,10 +83,10 @@ fn lion<T: Real, const REGULARIZE: bool>(
 ) {
     let n = param.len();
     let (grad, m) = (&grad[..n], &mut m[..n]);
-    for i in 0..n {
+    crate::blocked!(n; param, grad, m; |i| {
         let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
         let c = m[i] * s.beta1 + s.one_minus_beta1 * g;
         param[i] = p + s.neg_lr * c.sign();
         m[i] = m[i] * s.beta2 + s.one_minus_beta2 * g;
-    }
+    });
 }

@@ -126,7 +126,10 @@ impl<T: Real, S: Copy> Job<T, S> {
                 let mut grad = std::slice::from_raw_parts(self.grad.add(a), n);
                 if let Some((scale, clip)) = self.grad_transform {
                     let out = &mut buffer[..n];
-                    simd::dispatch(|| transform(grad, out, scale, clip));
+                    simd::dispatch(
+                        #[inline(always)]
+                        || transform(grad, out, scale, clip),
+                    );
                     grad = &buffer[..n];
                 }
                 let state = self.state.map(|s| {
@@ -140,7 +143,10 @@ impl<T: Real, S: Copy> Job<T, S> {
                 if !self.average.is_null() {
                     let avg = std::slice::from_raw_parts_mut(self.average.add(a), n);
                     let w = self.average_weight;
-                    simd::dispatch(|| average(avg, param, w));
+                    simd::dispatch(
+                        #[inline(always)]
+                        || average(avg, param, w),
+                    );
                 }
             }
             a = b;

@@ -101,9 +101,15 @@ impl Algorithm for Nadam {
     ) {
         let [m, v, _] = state;
         if s.pre.regularize {
-            simd::dispatch(|| nadam::<T, true>(param, grad, m, v, s))
+            simd::dispatch(
+                #[inline(always)]
+                || nadam::<T, true>(param, grad, m, v, s),
+            )
         } else {
-            simd::dispatch(|| nadam::<T, false>(param, grad, m, v, s))
+            simd::dispatch(
+                #[inline(always)]
+                || nadam::<T, false>(param, grad, m, v, s),
+            )
         }
     }
 }
@@ -118,7 +124,7 @@ fn nadam<T: Real, const REGULARIZE: bool>(
 ) {
     let n = param.len();
     let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
-    for i in 0..n {
+    crate::blocked!(n; param, grad, m, v; |i| {
         let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
         let mi = m[i] + s.one_minus_beta1 * (g - m[i]);
         let vi = v[i] * s.beta2 + s.one_minus_beta2 * g * g;
@@ -128,5 +134,5 @@ fn nadam<T: Real, const REGULARIZE: bool>(
         // Two rounded updates, as torch applies them.
         let p = p + s.grad_coef * g / denom;
         param[i] = p + s.avg_coef * mi / denom;
-    }
+    });
 }

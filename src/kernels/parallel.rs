@@ -1,12 +1,13 @@
 //! The thread pool and how work is split across it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
 /// Below this many elements a step runs on the calling thread: waking the
 /// pool costs more than the update itself.
-pub const PARALLEL_MIN_ELEMS: usize = 1 << 15;
+pub const PARALLEL_MIN_ELEMS: usize = 1 << 16;
 /// Work items are never smaller than this, so per-item overhead stays small.
 const MIN_CHUNK: usize = 1 << 13;
 /// ...and never larger than this, so the threads stay balanced.
@@ -76,6 +77,13 @@ pub fn chunk_len(total: usize, threads: usize) -> usize {
 
 /// Calls `body(start, end)` over `[0, total)` cut into chunks, in parallel
 /// when the work is large enough.
+///
+/// The calling thread works too, as OpenMP's master thread does: it wakes
+/// `threads − 1` pool workers and starts on the chunks at once. Everyone
+/// claims the next chunk from one shared counter, so a worker that wakes late
+/// (a futex wake-up costs tens of µs on a virtual machine) finds less left to
+/// do instead of holding up the step. Which thread runs a chunk never changes
+/// the result: chunks are element-wise and disjoint.
 pub fn for_each_range(total: usize, body: impl Fn(usize, usize) + Sync) {
     let pool = pool();
     let threads = pool.current_num_threads();
@@ -85,10 +93,19 @@ pub fn for_each_range(total: usize, body: impl Fn(usize, usize) + Sync) {
     }
     let chunk = chunk_len(total, threads);
     let items = total.div_ceil(chunk);
-    pool.install(|| {
-        use rayon::prelude::*;
-        (0..items)
-            .into_par_iter()
-            .for_each(|k| body(k * chunk, ((k + 1) * chunk).min(total)));
+    let next = AtomicUsize::new(0);
+    let work = || loop {
+        let k = next.fetch_add(1, Ordering::Relaxed);
+        if k >= items {
+            break;
+        }
+        body(k * chunk, ((k + 1) * chunk).min(total));
+    };
+    let helpers = (threads - 1).min(items - 1);
+    pool.in_place_scope(|scope| {
+        for _ in 0..helpers {
+            scope.spawn(|_| work());
+        }
+        work();
     });
 }

@@ -85,10 +85,22 @@ impl Algorithm for Radam {
     ) {
         let [m, v, _] = state;
         match (s.rectified, s.pre.regularize) {
-            (false, false) => simd::dispatch(|| radam::<T, false, false>(param, grad, m, v, s)),
-            (false, true) => simd::dispatch(|| radam::<T, false, true>(param, grad, m, v, s)),
-            (true, false) => simd::dispatch(|| radam::<T, true, false>(param, grad, m, v, s)),
-            (true, true) => simd::dispatch(|| radam::<T, true, true>(param, grad, m, v, s)),
+            (false, false) => simd::dispatch(
+                #[inline(always)]
+                || radam::<T, false, false>(param, grad, m, v, s),
+            ),
+            (false, true) => simd::dispatch(
+                #[inline(always)]
+                || radam::<T, false, true>(param, grad, m, v, s),
+            ),
+            (true, false) => simd::dispatch(
+                #[inline(always)]
+                || radam::<T, true, false>(param, grad, m, v, s),
+            ),
+            (true, true) => simd::dispatch(
+                #[inline(always)]
+                || radam::<T, true, true>(param, grad, m, v, s),
+            ),
         }
     }
 }
@@ -103,7 +115,7 @@ fn radam<T: Real, const RECTIFIED: bool, const REGULARIZE: bool>(
 ) {
     let n = param.len();
     let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
-    for i in 0..n {
+    crate::blocked!(n; param, grad, m, v; |i| {
         let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
         let mi = m[i] + s.one_minus_beta1 * (g - m[i]);
         let vi = v[i] * s.beta2 + s.one_minus_beta2 * g * g;
@@ -117,5 +129,5 @@ fn radam<T: Real, const RECTIFIED: bool, const REGULARIZE: bool>(
             corrected * s.lr
         };
         param[i] = p - step;
-    }
+    });
 }

@@ -89,9 +89,15 @@ impl Algorithm for Rmsprop {
         macro_rules! go {
             ($c:literal, $m:literal) => {
                 if s.pre.regularize {
-                    simd::dispatch(|| rmsprop::<T, $c, $m, true>(param, grad, sq, buf, gavg, s))
+                    simd::dispatch(
+                        #[inline(always)]
+                        || rmsprop::<T, $c, $m, true>(param, grad, sq, buf, gavg, s),
+                    )
                 } else {
-                    simd::dispatch(|| rmsprop::<T, $c, $m, false>(param, grad, sq, buf, gavg, s))
+                    simd::dispatch(
+                        #[inline(always)]
+                        || rmsprop::<T, $c, $m, false>(param, grad, sq, buf, gavg, s),
+                    )
                 }
             };
         }
@@ -117,7 +123,7 @@ fn rmsprop<T: Real, const CENTERED: bool, const MOMENTUM: bool, const REGULARIZE
     let (grad, sq) = (&grad[..n], &mut sq[..n]);
     let buf = if MOMENTUM { &mut buf[..n] } else { buf };
     let gavg = if CENTERED { &mut gavg[..n] } else { gavg };
-    for i in 0..n {
+    crate::blocked!(n; param, grad, sq, buf, gavg; |i| {
         let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
         let si = sq[i] * s.alpha + s.one_minus_alpha * g * g;
         sq[i] = si;
@@ -135,5 +141,5 @@ fn rmsprop<T: Real, const CENTERED: bool, const MOMENTUM: bool, const REGULARIZE
         } else {
             p + s.neg_lr * g / avg
         };
-    }
+    });
 }

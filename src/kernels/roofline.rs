@@ -16,10 +16,13 @@ pub fn add_assign<T: Real>(a: &mut [T], b: &[T]) {
                 std::slice::from_raw_parts((pb as *const T).add(lo), hi - lo),
             )
         };
-        simd::dispatch(|| {
-            for (x, y) in a.iter_mut().zip(b) {
-                *x = *x + *y;
-            }
-        });
+        simd::dispatch(
+            #[inline(always)]
+            || {
+                for (x, y) in a.iter_mut().zip(b) {
+                    *x = *x + *y;
+                }
+            },
+        );
     });
 }

@@ -91,9 +91,15 @@ impl Algorithm for Sgd {
         macro_rules! go {
             ($mode:literal, $nesterov:literal) => {
                 if s.pre.regularize {
-                    simd::dispatch(|| sgd::<T, $mode, $nesterov, true>(param, grad, buf, s))
+                    simd::dispatch(
+                        #[inline(always)]
+                        || sgd::<T, $mode, $nesterov, true>(param, grad, buf, s),
+                    )
                 } else {
-                    simd::dispatch(|| sgd::<T, $mode, $nesterov, false>(param, grad, buf, s))
+                    simd::dispatch(
+                        #[inline(always)]
+                        || sgd::<T, $mode, $nesterov, false>(param, grad, buf, s),
+                    )
                 }
             };
         }
@@ -117,7 +123,7 @@ fn sgd<T: Real, const MODE: u8, const NESTEROV: bool, const REGULARIZE: bool>(
     let n = param.len();
     let grad = &grad[..n];
     let buf = if MODE == 0 { buf } else { &mut buf[..n] };
-    for i in 0..n {
+    crate::blocked!(n; param, grad, buf; |i| {
         let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
         let d = match MODE {
             0 => g,
@@ -136,5 +142,5 @@ fn sgd<T: Real, const MODE: u8, const NESTEROV: bool, const REGULARIZE: bool>(
             }
         };
         param[i] = p + s.neg_lr * d;
-    }
+    });
 }

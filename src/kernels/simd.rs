@@ -8,6 +8,8 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use super::Real;
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SimdLevel {
     /// The target's baseline (SSE2 on x86-64, NEON on aarch64).
@@ -81,6 +83,10 @@ pub fn set_level(wanted: SimdLevel) -> SimdLevel {
 }
 
 /// Runs `body` compiled for the best available instruction set.
+///
+/// Pass an `#[inline(always)]` closure: the features only apply to code
+/// inlined into the wrapper, and LLVM declines to inline a large closure
+/// by itself (the kernel then silently runs as baseline SSE2 code).
 #[inline(always)]
 pub fn dispatch<R>(body: impl FnOnce() -> R) -> R {
     match level() {
@@ -103,4 +109,89 @@ unsafe fn with_avx512<R>(body: impl FnOnce() -> R) -> R {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn with_avx2<R>(body: impl FnOnce() -> R) -> R {
     body()
+}
+
+/// Elements per block of [`blocked!`](crate::blocked): one AVX-512 register of f32.
+pub const BLOCK: usize = 16;
+
+/// A slice [`blocked!`](crate::blocked) walks block by block: `&[T]` or
+/// `&mut [T]`. An empty slice (a state slot the rule does not use) reads as
+/// zeros and ignores writes.
+pub trait Lanes {
+    type Elem: Real;
+    fn load(&self, lo: usize) -> [Self::Elem; BLOCK];
+    fn store(&mut self, lo: usize, values: &[Self::Elem; BLOCK]);
+}
+
+#[inline(always)]
+fn load_block<T: Real>(slice: &[T], lo: usize) -> [T; BLOCK] {
+    let mut out = [T::ZERO; BLOCK];
+    if !slice.is_empty() {
+        out.copy_from_slice(&slice[lo..lo + BLOCK]);
+    }
+    out
+}
+
+impl<T: Real> Lanes for &[T] {
+    type Elem = T;
+    #[inline(always)]
+    fn load(&self, lo: usize) -> [T; BLOCK] {
+        load_block(self, lo)
+    }
+    #[inline(always)]
+    fn store(&mut self, _lo: usize, _values: &[T; BLOCK]) {}
+}
+
+impl<T: Real> Lanes for &mut [T] {
+    type Elem = T;
+    #[inline(always)]
+    fn load(&self, lo: usize) -> [T; BLOCK] {
+        load_block(self, lo)
+    }
+    #[inline(always)]
+    fn store(&mut self, lo: usize, values: &[T; BLOCK]) {
+        if !self.is_empty() {
+            self[lo..lo + BLOCK].copy_from_slice(values);
+        }
+    }
+}
+
+/// Runs an element-wise loop body over the first `n` elements of the named
+/// slices (`$i` indexes them inside the body).
+///
+/// Left to itself, LLVM vectorizes loops holding a square root or a division
+/// with 128-bit vectors even where AVX-512 is enabled, and guards them with
+/// run-time overlap checks; Adam then becomes compute-bound. Here each
+/// [`BLOCK`] of every slice is copied into a local array (registers, which
+/// cannot overlap), the body runs over the arrays with a compile-time trip
+/// count that LLVM packs into full-width vectors, and the arrays of the
+/// writable slices are stored back. The remainder runs the body on the
+/// slices themselves, one element at a time.
+#[macro_export]
+macro_rules! blocked {
+    ($n:expr; $($slice:ident),+; |$i:ident| $body:block) => {{
+        use $crate::kernels::simd::{Lanes as _, BLOCK};
+        let n: usize = $n;
+        $( #[allow(unused_mut)] let mut $slice = $slice; )+
+        let mut base = 0usize;
+        while base + BLOCK <= n {
+            let arrays = {
+                $( #[allow(unused_mut)] let mut $slice = $slice.load(base); )+
+                for $i in 0..BLOCK $body
+                $crate::blocked!(@nest $($slice),+)
+            };
+            // The names are the slices again: store the arrays back.
+            $crate::blocked!(@store base, arrays; $($slice),+);
+            base += BLOCK;
+        }
+        for $i in base..n $body
+    }};
+    (@nest $first:ident $(, $rest:ident)*) => { ($first, $crate::blocked!(@nest $($rest),*)) };
+    (@nest) => { () };
+    (@store $base:ident, $arrays:expr; $first:ident $(, $rest:ident)*) => {
+        let (head, tail) = $arrays;
+        $first.store($base, &head);
+        $crate::blocked!(@store $base, tail; $($rest),*);
+    };
+    (@store $base:ident, $arrays:expr;) => { let () = $arrays; };
 }
