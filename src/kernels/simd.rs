@@ -182,6 +182,10 @@ macro_rules! blocked {
             };
             // The names are the slices again: store the arrays back.
             $crate::blocked!(@store base, arrays; $($slice),+);
+            // Emits no instruction, but keeps LLVM from vectorizing this
+            // outer loop across blocks with gathers and scatters, which it
+            // otherwise does for cheap bodies such as SGD's.
+            ::std::sync::atomic::compiler_fence(::std::sync::atomic::Ordering::SeqCst);
             base += BLOCK;
         }
         for $i in base..n $body
