@@ -143,9 +143,14 @@ def fo_arena(opt: str, case: Case) -> Callable[[], None]:
     return o.step
 
 
-def numpy_impl(opt: str, case: Case) -> Callable[[], None]:
-    """A careful in-place NumPy implementation (ufuncs with out=, one scratch buffer)."""
-    params, grads = _data(case)
+def numpy_impl(
+    opt: str, case: Case, data: tuple[list[np.ndarray], list[np.ndarray]] | None = None
+) -> Callable[[], None]:
+    """A careful in-place NumPy implementation (ufuncs with out=, one scratch buffer).
+
+    Updates ``data``'s params (default: the case's own random arrays).
+    """
+    params, grads = data if data is not None else _data(case)
     h = HYPER[opt]
     lr = h["lr"]
     scratch = np.empty(max(p.size for p in params), case.dtype)
@@ -383,7 +388,7 @@ def scaling(opt: str = "adam", numel: int = 16 << 20, budget: float = 1.0) -> li
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| case | optimizer | implementation | median ms | Mparams/s | GB/s | roofline GB/s "
+        "| case | optimizer | implementation | median µs | Mparams/s | GB/s | roofline GB/s "
         "| % roofline | vs torch fused | vs numpy |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -396,7 +401,7 @@ def table(rows: list[Row]) -> str:
         vs_t = f"{ref.median_s / r.median_s:.2f}x" if ref else "-"
         vs_n = f"{npy.median_s / r.median_s:.1f}x" if npy else "-"
         lines.append(
-            f"| {r.case} | {r.optimizer} | {r.impl} | {r.median_s * 1e3:.3f} | "
+            f"| {r.case} | {r.optimizer} | {r.impl} | {r.median_s * 1e6:.1f} | "
             f"{r.numel / r.median_s / 1e6:.0f} | {r.gbps:.1f} | {r.roofline:.1f} | "
             f"{100 * r.gbps / r.roofline:.0f}% | {vs_t} | {vs_n} |"
         )
