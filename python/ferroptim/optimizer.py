@@ -88,7 +88,19 @@ class Optimizer:
     ) -> None:
         self.defaults = dict(defaults)
         self._engine_class.validate_group(self.defaults)
-        self._engine = self._engine_class()
+        groups = _as_groups(params)
+        # CuPy params get the CUDA engine; it speaks the Rust engine's interface.
+        first_gpu = next(
+            (a for g in groups for a in _split_params(g.get("params", []))[1] if _on_gpu(a)),
+            None,
+        )
+        if first_gpu is not None:
+            from ferroptim import cuda
+
+            self._engine = cuda.make_engine(self._engine_class, first_gpu)
+        else:
+            self._engine = self._engine_class()
+        self._gpu = first_gpu is not None
         self._engine.configure(
             max_grad_norm=max_grad_norm,
             norm_type=float(norm_type),
@@ -111,7 +123,6 @@ class Optimizer:
         self._group_keys: list[list[Any]] = []
         self._arena: ParamArena | None = None
         self._arena_grads: list[np.ndarray] = []
-        groups = _as_groups(params)
         first = groups[0]["params"]
         self._named = isinstance(first, (ParamArena, ArenaGroup)) or (
             _split_params(first)[0] is not None
@@ -151,6 +162,11 @@ class Optimizer:
         names, arrays = _split_params(source)
         if not arrays:
             raise ParamError(f"param group {gid} has no params")
+        if not self._gpu and any(_on_gpu(a) for a in arrays):
+            raise DtypeError(
+                f"param group {gid} holds GPU arrays, but this optimizer's params are NumPy "
+                "arrays: keep every param of one optimizer on the same device"
+            )
         if self._arena is not None:
             raise ParamError("this optimizer is built on a ParamArena: add arena.select(...)")
         if (names is not None) != self._named:
@@ -236,7 +252,7 @@ class Optimizer:
             raise GradError("step() needs the grads: a list in param order, or a dict by name")
         elif isinstance(grads, Mapping):
             grads = self._grads_by_name(grads)
-        elif isinstance(grads, np.ndarray):
+        elif isinstance(grads, np.ndarray) or _on_gpu(grads):
             raise DtypeError("grads must be a list of arrays (one per param), got one array")
         with self._lock:
             if self.accumulate > 1:
@@ -254,10 +270,16 @@ class Optimizer:
         for i, g in enumerate(grads):
             if g is None:
                 continue
-            if not isinstance(g, np.ndarray) or g.dtype != self._engine_dtype(i):
+            kind = "GPU" if self._gpu else "NumPy"
+            if (
+                _on_gpu(g) != self._gpu
+                or not hasattr(g, "dtype")
+                or g.dtype != self._engine_dtype(i)
+            ):
                 raise DtypeError(
-                    f"grads[{i}] must be a NumPy {self._engine_dtype(i)} array, got "
-                    f"{g.dtype if isinstance(g, np.ndarray) else type(g).__name__}"
+                    f"grads[{i}] must be a {kind} {self._engine_dtype(i)} array, got "
+                    f"{g.dtype if hasattr(g, 'dtype') else type(g).__name__} "
+                    f"({'GPU' if _on_gpu(g) else type(g).__name__})"
                 )
             shape = self._engine_shape(i)
             if g.shape != shape:
@@ -271,13 +293,15 @@ class Optimizer:
                     self._acc[i] = None
                 continue
             buf = self._acc[i]
+            # Indexing and += work alike on NumPy and CuPy buffers.
             if buf is None or first:
                 if buf is None or buf.shape != g.shape:
-                    buf = np.empty(g.shape, self._engine_dtype(i))
-                np.copyto(buf, g)
+                    buf = g.copy()
+                else:
+                    buf[...] = g
                 self._acc[i] = buf
             else:
-                np.add(buf, g, out=buf)
+                buf += g
         self._acc_calls += 1
         if self._acc_calls < self.accumulate:
             return False
@@ -287,6 +311,10 @@ class Optimizer:
         self.num_updates += applied
         self._acc = [None] * len(grads)
         return applied
+
+    def _device_copy(self, host: np.ndarray) -> Any:
+        """``host`` on the params' device (itself for a CPU optimizer)."""
+        return self._engine.device.to_device(host) if self._gpu else host
 
     def _engine_shape(self, i: int) -> tuple[int, ...]:
         members = self._members[i]
@@ -428,7 +456,7 @@ class Optimizer:
                 # Mid-cycle micro-batch grads, so a resumed run updates exactly as this one.
                 result["accumulation"] = {
                     "calls": self._acc_calls,
-                    "buffers": [None if b is None else b.copy() for b in self._acc],
+                    "buffers": [None if b is None else _to_numpy(b) for b in self._acc],
                 }
         return result
 
@@ -492,7 +520,9 @@ class Optimizer:
             try:
                 acc_calls = int(acc["calls"])
                 acc_buffers = [
-                    None if b is None else np.array(b, dtype=self._engine_dtype(i))
+                    None
+                    if b is None
+                    else self._device_copy(np.array(b, dtype=self._engine_dtype(i)))
                     for i, b in enumerate(acc["buffers"])
                 ]
             except (KeyError, TypeError, ValueError) as err:
@@ -567,6 +597,24 @@ class Optimizer:
         return "\n".join(lines)
 
 
+def _on_gpu(x: Any) -> bool:
+    """A GPU array (CuPy, or the emulated kind used in tests)? Never imports CuPy."""
+    if isinstance(x, np.ndarray) and type(x) is np.ndarray:
+        return False
+    from ferroptim import cuda
+
+    return cuda.is_device_array(x)
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    """A NumPy copy of a NumPy or GPU array."""
+    if type(x) is np.ndarray:
+        return x.copy()
+    if hasattr(x, "get"):  # CuPy
+        return x.get()
+    return np.array(x, copy=True).view(np.ndarray)
+
+
 def _copy(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.copy()
@@ -577,7 +625,7 @@ def _copy(value: Any) -> Any:
 
 def _split_params(params: Any) -> tuple[list[str] | None, list[Any]]:
     """``(names or None, arrays)`` from the forms ``params`` may take."""
-    if isinstance(params, np.ndarray):
+    if isinstance(params, np.ndarray) or _on_gpu(params):
         return None, [params]
     if isinstance(params, (ParamArena, ArenaGroup)):
         return list(params.names), []
@@ -599,7 +647,7 @@ def _split_params(params: Any) -> tuple[list[str] | None, list[Any]]:
 
 
 def _as_groups(params: Any) -> list[dict[str, Any]]:
-    if isinstance(params, np.ndarray):
+    if isinstance(params, np.ndarray) or _on_gpu(params):
         raise DtypeError(
             "params must be a list of arrays, a list of dicts or a dict name -> array, "
             "got a single array (wrap it in a list)"
@@ -618,7 +666,11 @@ def _as_groups(params: Any) -> list[dict[str, Any]]:
         raise DtypeError(f"params must be a list or a dict, got {type(params).__name__}")
     for group in groups:
         p = group.get("params")
-        if p is not None and not isinstance(p, (np.ndarray, Mapping, ParamArena, ArenaGroup)):
+        if (
+            p is not None
+            and not isinstance(p, (np.ndarray, Mapping, ParamArena, ArenaGroup))
+            and not _on_gpu(p)
+        ):
             group["params"] = list(p)
     if not any(_has_params(g.get("params", [])) for g in groups):
         raise ParamError("optimizer got an empty parameter list")

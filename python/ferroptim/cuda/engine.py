@@ -1,0 +1,400 @@
+"""The CUDA engine: the Rust engine's interface over device arrays.
+
+:class:`~ferroptim.optimizer.Optimizer` talks to its engine through a dozen
+methods (``add_params``, ``step``, ``state``...). For CuPy params it gets a
+:class:`CudaEngine` instead of the Rust one, so param groups, schedules,
+accumulation, freezing and state dicts work unchanged.
+
+A step is: check every grad (nothing launched yet), optionally one fused
+norm/finite pass (two launches, any number of tensors), then one launch per
+dtype of the update kernel over all tensors, driven by a pointer table and a
+chunk table uploaded in one copy each. Checks that need the Rust engine's
+exact rules (hyperparameters, options, state dicts) are delegated to it, so
+both engines accept and reject the same things with the same messages.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ferroptim.cuda.device import THREADS
+from ferroptim.cuda.rules import RULES, prelude
+from ferroptim.exceptions import (
+    DtypeError,
+    GradError,
+    HyperparameterError,
+    ParamError,
+)
+
+__all__ = ["CudaEngine", "CHUNK"]
+
+# Elements per block: enough blocks to fill a large GPU many times over on a
+# big tensor (small tail), few enough that per-block setup stays negligible.
+CHUNK = 16384
+_TAB = 8  # int64 entries per tensor in the pointer table (kernels.cu: FO_TAB)
+_DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+AVERAGED = "averaged_param"
+AVERAGED_STEPS = "n_averaged"
+
+
+@dataclass
+class _Param:
+    array: Any
+    label: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    numel: int
+    group: int
+    ptr: int
+    step: int = 0
+    aux: float = 0.0
+    frozen: bool = False
+    averaged: int = 0
+    slots: list[Any] = field(default_factory=lambda: [None, None, None])
+    average: Any = None
+
+
+class CudaEngine:
+    """One optimizer's params and state on one GPU (or the emulated device)."""
+
+    def __init__(self, engine_class: Any, device: Any) -> None:
+        self._rust = engine_class
+        self.rule = RULES[engine_class.__name__]
+        self.state_names = list(self.rule.slots)
+        self.device = device
+        self.params: list[_Param] = []
+        self.skipped_steps = 0
+        self._norm: Any = None  # device array holding the last step's grad norm, or None
+        self._options: dict[str, Any] = {}
+        self.configure()
+
+    # -- configuration ------------------------------------------------------
+
+    def configure(
+        self,
+        max_grad_norm: float | None = None,
+        norm_type: float = 2.0,
+        clip_value: float | None = None,
+        skip_nonfinite: bool = False,
+        ema_decay: float | None = None,
+        ema_equal: bool = False,
+    ) -> None:
+        options = dict(
+            max_grad_norm=max_grad_norm,
+            norm_type=norm_type,
+            clip_value=clip_value,
+            skip_nonfinite=skip_nonfinite,
+            ema_decay=ema_decay,
+            ema_equal=ema_equal,
+        )
+        self._rust().configure(**options)  # the same checks and messages as on the CPU
+        self._options = options
+
+    def _average_weight(self, done: int) -> float | None:
+        o = self._options
+        if o["ema_decay"] is None and not o["ema_equal"]:
+            return None
+        if done == 0:
+            return 1.0
+        if o["ema_equal"]:
+            return 1.0 / (done + 1.0)
+        return 1.0 - o["ema_decay"]
+
+    # -- params ---------------------------------------------------------------
+
+    @property
+    def num_params(self) -> int:
+        return len(self.params)
+
+    def steps(self) -> list[int]:
+        return [p.step for p in self.params]
+
+    def add_params(self, arrays: list[Any], group: int, labels: list[str]) -> None:
+        if len(labels) != len(arrays):
+            raise ParamError(f"got {len(labels)} labels for {len(arrays)} params")
+        staged = []
+        for array, label in zip(arrays, labels):
+            what = f"param {label}"
+            self._check_device_array(array, what, ParamError)
+            dtype = np.dtype(array.dtype)
+            if dtype not in _DTYPES:
+                raise DtypeError(f"{what} must have dtype float32 or float64, got {dtype}")
+            if not array.flags.c_contiguous:
+                raise ParamError(
+                    f"{what} is not C-contiguous: it is updated in place, so pass a contiguous "
+                    "array (cupy.ascontiguousarray makes a copy that you would then train)"
+                )
+            staged.append(
+                _Param(
+                    array=array,
+                    label=label,
+                    dtype=dtype,
+                    shape=tuple(array.shape),
+                    numel=int(array.size),
+                    group=group,
+                    ptr=self.device.ptr(array),
+                    aux=self.rule.aux[1] if self.rule.aux else 0.0,
+                )
+            )
+        everyone = self.params + staged
+        ranges = sorted(
+            (p.ptr, p.ptr + p.numel * p.dtype.itemsize, k)
+            for k, p in enumerate(everyone)
+            if p.numel > 0
+        )
+        for (a0, a1, i), (b0, b1, j) in zip(ranges, ranges[1:]):
+            if b0 < a1:
+                how = (
+                    "are the same array (a param given twice)"
+                    if (a0, a1) == (b0, b1)
+                    else ("share memory")
+                )
+                first, second = sorted((i, j))
+                raise ParamError(
+                    f"params {everyone[first].label} and {everyone[second].label} {how}"
+                )
+        self.params += staged
+
+    def _check_device_array(self, array: Any, what: str, error: type) -> None:
+        from ferroptim import cuda
+
+        if not cuda.is_device_array(array):
+            kind = "a NumPy array" if isinstance(array, np.ndarray) else type(array).__name__
+            raise DtypeError(
+                f"{what} is {kind}, but this optimizer's params are GPU arrays: "
+                "keep every param and grad of one optimizer on the same device"
+            )
+        if cuda.is_emulated(array) != self.device.emulated:
+            raise DtypeError(f"{what}: emulated and real device arrays do not mix")
+        dev = self.device.device_of(array)
+        if dev != self.device.id:
+            raise error(
+                f"{what} is on GPU {dev}, this optimizer's params are on GPU {self.device.id}"
+            )
+
+    def set_frozen(self, indices: list[int], frozen: bool) -> None:
+        n = len(self.params)
+        bad = next((i for i in indices if not 0 <= i < n), None)
+        if bad is not None:
+            raise ParamError(f"no param #{bad}: the optimizer has {n}")
+        for i in indices:
+            self.params[i].frozen = frozen
+
+    def frozen(self) -> list[bool]:
+        return [p.frozen for p in self.params]
+
+    # -- stepping -------------------------------------------------------------
+
+    @property
+    def last_grad_norm(self) -> float | None:
+        if self._norm is None:
+            return None
+        return float(self.device.to_host(self._norm)[3])
+
+    def step(self, grads: Any, groups: list[dict[str, Any]], grad_scale: float = 1.0) -> bool:
+        if not (isinstance(grad_scale, (int, float)) and math.isfinite(grad_scale)) or not (
+            grad_scale > 0
+        ):
+            raise HyperparameterError(f"grad_scale: must be a finite number > 0, got {grad_scale}")
+        n_groups = 1 + max((p.group for p in self.params), default=-1)
+        if len(groups) != n_groups:
+            raise ParamError(f"got {len(groups)} param groups, the optimizer has {n_groups}")
+        for g in groups:
+            if not isinstance(g, dict):
+                raise DtypeError(f"a param group must be a dict, got {type(g).__name__}")
+            self._rust.validate_group(g)
+        try:
+            grads = list(grads)
+        except TypeError:
+            raise DtypeError(
+                f"grads must be a list of arrays, got {type(grads).__name__}"
+            ) from None
+        if len(grads) != len(self.params):
+            raise GradError(f"got {len(grads)} grads for {len(self.params)} params")
+
+        # Pass 1: check every grad; nothing is launched or changed before this ends.
+        ready: list[tuple[_Param, Any]] = []
+        for p, g in zip(self.params, grads):
+            if g is None or p.frozen:
+                continue
+            ready.append((p, self._checked_grad(p, g)))
+
+        o = self._options
+        glob = np.array([grad_scale, o["clip_value"] or math.inf, 0.0, math.nan])
+        glob_dev = self.device.to_device(glob)
+        norm_needed = o["max_grad_norm"] is not None or o["skip_nonfinite"]
+        by_dtype = {d: [(p, g) for p, g in ready if p.dtype == d] for d in _DTYPES}
+        tables = {d: self._tables(items) for d, items in by_dtype.items() if items}
+        if norm_needed:
+            self._launch_norm(by_dtype, tables, glob_dev, grad_scale)
+            if o["skip_nonfinite"]:
+                host = self.device.to_host(glob_dev)  # the one sync: step() must answer
+                if host[2] != 0.0:
+                    self.skipped_steps += 1
+                    self._norm = glob_dev
+                    return False
+
+        # Pass 2: allocate the state this step needs, count the step, build scalars.
+        hypers = [dict(g) for g in groups]
+        memo: dict[tuple, tuple[list[float], float]] = {}
+        for dtype, items in by_dtype.items():
+            if not items:
+                continue
+            rows, scalars = [], []
+            for p, g in items:
+                h = hypers[p.group]
+                used = self.rule.used(h)
+                fresh = tuple(s is None for s in p.slots)
+                for k in range(3):
+                    if used[k] and p.slots[k] is None:
+                        p.slots[k] = self.device.zeros(p.shape, p.dtype)
+                weight = self._average_weight(p.averaged)
+                if weight is not None:
+                    if p.average is None:
+                        p.average = self.device.zeros(p.shape, p.dtype)
+                    p.averaged += 1
+                p.step += 1
+                key = (p.group, p.step, fresh, p.aux, weight)
+                if key not in memo:
+                    rule_scalars, aux = self.rule.scalars(h, p.step, fresh, p.aux)
+                    pre = prelude(h, decoupled=self.rule.decoupled(h), average_weight=weight or 0.0)
+                    memo[key] = (pre + [float(x) for x in rule_scalars], aux)
+                values, p.aux = memo[key]
+                rows.append(
+                    [
+                        p.ptr,
+                        self.device.ptr(g),
+                        *(self.device.ptr(s) if used[k] else 0 for k, s in enumerate(p.slots)),
+                        self.device.ptr(p.average) if weight is not None else 0,
+                        p.numel,
+                        len(scalars),
+                    ]
+                )
+                scalars += values
+            chunks = tables[dtype]
+            tab = self.device.to_device(np.array(rows, np.int64).reshape(-1))
+            sc = self.device.to_device(np.array(scalars, np.float64))
+            self.device.launch(
+                f"{self.rule.kernel}_{_DTYPES[dtype]}",
+                len(chunks) // 2,
+                THREADS,
+                (tab, chunks, sc, glob_dev, np.int32(CHUNK)),
+            )
+        self._norm = glob_dev if norm_needed else None
+        return True
+
+    def _checked_grad(self, p: _Param, g: Any) -> Any:
+        what = f"grad for param {p.label}"
+        self._check_device_array(g, what, GradError)
+        if np.dtype(g.dtype) != p.dtype:
+            raise DtypeError(f"{what} has dtype {g.dtype}, the param has {p.dtype}")
+        if tuple(g.shape) != p.shape:
+            raise GradError(f"{what} has shape {tuple(g.shape)}, the param has shape {p.shape}")
+        if not g.flags.c_contiguous:
+            return self.device.contiguous(g)  # strided: read it in index order from a copy
+        start = self.device.ptr(g)
+        end = start + p.numel * p.dtype.itemsize
+        for q in self.params:
+            if q.numel and start < q.ptr + q.numel * q.dtype.itemsize and q.ptr < end:
+                whose = "its param" if q is p else f"param {q.label}"
+                raise GradError(f"{what} shares memory with {whose}; pass a copy")
+        return g
+
+    def _tables(self, items: list[tuple[_Param, Any]]) -> Any:
+        """The chunk table of these tensors (tensor row, first element), on the device."""
+        counts = np.array([-(-p.numel // CHUNK) for p, _ in items], np.int64)
+        rows = np.repeat(np.arange(len(items), dtype=np.int64), counts)
+        first = np.repeat(np.cumsum(counts) - counts, counts)
+        starts = (np.arange(rows.size, dtype=np.int64) - first) * CHUNK
+        table = np.stack([rows, starts], axis=1).reshape(-1)
+        return self.device.to_device(table)
+
+    def _launch_norm(
+        self,
+        by_dtype: dict[np.dtype, list[tuple[_Param, Any]]],
+        tables: dict[np.dtype, Any],
+        glob: Any,
+        grad_scale: float,
+    ) -> None:
+        """Global grad norm and finite check of this step's grads, written into ``glob``."""
+        o = self._options
+        counts = {d: len(t) // 2 for d, t in tables.items()}
+        partials = self.device.zeros(2 * max(1, sum(counts.values())), np.float64)
+        offset = 0
+        for dtype, chunks in tables.items():
+            rows = [[0, self.device.ptr(g), 0, 0, 0, 0, p.numel, 0] for p, g in by_dtype[dtype]]
+            tab = self.device.to_device(np.array(rows, np.int64).reshape(-1))
+            self.device.launch(
+                f"norm_partials_{_DTYPES[dtype]}",
+                counts[dtype],
+                THREADS,
+                (tab, chunks, partials[2 * offset :], np.int32(CHUNK)),
+            )
+            offset += counts[dtype]
+        opts = np.array(
+            [
+                -1.0 if o["max_grad_norm"] is None else o["max_grad_norm"],
+                1.0 if o["norm_type"] == math.inf else 0.0,
+                1.0 if o["skip_nonfinite"] else 0.0,
+                grad_scale,
+            ]
+        )
+        self.device.launch(
+            "norm_finish",
+            1,
+            THREADS,
+            (partials, np.int64(offset), self.device.to_device(opts), glob),
+        )
+
+    # -- averaging ------------------------------------------------------------
+
+    def swap_averages(self) -> int:
+        swapped = 0
+        for p in self.params:
+            if p.averaged == 0 or p.numel == 0:
+                continue
+            kept = p.array.copy()
+            p.array[...] = p.average
+            p.average[...] = kept
+            swapped += 1
+        return swapped
+
+    # -- state ----------------------------------------------------------------
+
+    def state(self) -> list[dict[str, Any]]:
+        """Each param's state with NumPy copies of the device arrays (a CPU-loadable dict)."""
+        out = []
+        for p in self.params:
+            st: dict[str, Any] = {"step": p.step}
+            if self.rule.aux and p.step > 0:
+                st[self.rule.aux[0]] = p.aux
+            if p.averaged > 0:
+                st[AVERAGED_STEPS] = p.averaged
+                st[AVERAGED] = self.device.to_host(p.average)
+            for name, slot in zip(self.rule.slots, p.slots):
+                if slot is not None:
+                    st[name] = self.device.to_host(slot)
+            out.append(st)
+        return out
+
+    def load_state(self, states: list[dict[str, Any]]) -> None:
+        """Replaces all state; checked by a CPU engine first, so errors change nothing."""
+        shadow = self._rust()
+        for p in self.params:
+            shadow.add_params([np.empty(p.shape, p.dtype)], p.group, [p.label])
+        shadow.load_state(states)  # raises StateDictError with the CPU engine's messages
+        checked = shadow.state()
+        staged = []
+        for st in checked:
+            slots = [
+                self.device.to_device(st[name]) if name in st else None for name in self.rule.slots
+            ] + [None] * (3 - len(self.rule.slots))
+            average = self.device.to_device(st[AVERAGED]) if AVERAGED in st else None
+            aux = st.get(self.rule.aux[0], self.rule.aux[1]) if self.rule.aux else 0.0
+            staged.append((st["step"], aux, st.get(AVERAGED_STEPS, 0), slots, average))
+        for p, (step, aux, averaged, slots, average) in zip(self.params, staged):
+            p.step, p.aux, p.averaged, p.slots, p.average = step, aux, averaged, slots, average
