@@ -477,3 +477,54 @@ def test_matches_torch_on_cuda(name, kwargs, dtype):
         theirs.step()
     tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == F32 else {"rtol": 1e-10, "atol": 1e-12}
     np.testing.assert_allclose(cupy.asnumpy(gp), tp.detach().cpu().numpy(), **tol)
+
+
+# -- the kernel source under NVRTC (no GPU needed) -------------------------------
+
+
+def test_kernel_source_compiles_under_nvrtc():
+    """NVRTC compiles kernels.cu with the engine's options, for a generic
+    architecture; every kernel the engine launches is there, and the PTX has
+    no fused multiply-add (what keeps GPU steps bitwise equal to CPU steps)."""
+    pytest.importorskip("cupy", reason="CuPy is not installed")
+    from cupy.cuda import nvrtc
+
+    from ferroptim.cuda.device import KERNEL_SOURCE, NVRTC_OPTIONS
+    from ferroptim.cuda.rules import RULES
+
+    try:
+        prog = nvrtc.createProgram(KERNEL_SOURCE.read_text(), "kernels.cu", [], [])
+    except Exception as err:  # CuPy without the NVRTC library
+        pytest.skip(f"NVRTC is not available: {err}")
+    try:
+        nvrtc.compileProgram(prog, [*NVRTC_OPTIONS, "--gpu-architecture=compute_80"])
+    except Exception as err:
+        pytest.fail(f"NVRTC: {err}\n{nvrtc.getProgramLog(prog)}")
+    ptx = nvrtc.getPTX(prog).decode()
+    wanted = {f"{r.kernel}_{d}" for r in RULES.values() for d in ("f32", "f64")}
+    wanted |= {"norm_partials_f32", "norm_partials_f64", "norm_finish"}
+    for name in sorted(wanted):
+        assert f".entry {name}(" in ptx, name
+    assert "fma." not in ptx
+    assert "div.rn" in ptx and "sqrt.rn" in ptx  # IEEE division and square root
+
+
+# -- `ferroptim bench --cuda`, driven on the emulated device ---------------------
+
+
+@pytest.mark.skipif(not emulate.available(), reason="no C++ compiler for the CUDA emulation")
+def test_cuda_bench_driver_on_the_emulated_device():
+    from ferroptim import bench
+    from ferroptim.cuda import bench as cuda_bench
+
+    assert cuda_bench.cases()[-1].numel == 100_000_000
+    rows = cuda_bench.run(
+        ["adam", "rmsprop"], "emulated", budget=0.0, case_list=[bench.Case("1 x 1000", [(1000,)])]
+    )
+    assert [(r.optimizer, r.impl) for r in rows] == [
+        ("adam", "ferroptim"),
+        ("rmsprop", "ferroptim"),
+    ]
+    for r in rows:
+        assert r.median_s > 0 and r.roofline > 0 and r.numel == 1000
+    assert len(bench.table(rows).splitlines()) == 4

@@ -20,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--full", action="store_true", help="add the GPT-2 small case (124M)")
     bench.add_argument("--budget", type=float, default=1.0, help="seconds per case")
     bench.add_argument("--no-threads", action="store_true", help="skip the thread scaling")
+    bench.add_argument(
+        "--cuda", action="store_true", help="the CUDA path against torch on the GPU (needs CuPy)"
+    )
     return parser
 
 
@@ -52,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--optimizers: unknown {unknown}; choose from sgd, adam, adamw, rmsprop")
         if not args.budget > 0:
             parser.error("--budget must be > 0")
+        if args.cuda:
+            from ferroptim.cuda import bench as cuda_bench
+
+            return cuda_bench.main(optimizers, args.budget)
         return bench.main(optimizers, args.full, args.budget, not args.no_threads)
     parser.error(f"unknown command {command!r}")
     return 2
