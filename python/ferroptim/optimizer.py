@@ -48,6 +48,9 @@ class _Member(NamedTuple):
 class Optimizer:
     """Common machinery of every ferroptim optimizer.
 
+    Params are NumPy arrays (the Rust engine) or CuPy arrays on one GPU (the
+    CUDA engine of :mod:`ferroptim.cuda`); the API is the same.
+
     ``params`` is a list of arrays, a list of param-group dicts, a dict
     ``name -> array`` (named params), a list of ``(name, array)`` pairs, or a
     :class:`ParamArena`. A group's ``"params"`` may be any of these, or

@@ -59,10 +59,13 @@ template <typename T> FO_DEVICE T fo_sign(T x) {
 // torch.maximum for the non-NaN case (the CPU kernels' max_val).
 template <typename T> FO_DEVICE T fo_max(T a, T b) { return b > a ? b : a; }
 
+// The engine guarantees no buffer of a step overlaps another (params,
+// grads, state, averages): __restrict__ lets the compiler batch the loads of
+// consecutive iterations instead of waiting on every store.
 template <typename T> struct Slots {
-    T* s0;
-    T* s1;
-    T* s2;
+    T* __restrict__ s0;
+    T* __restrict__ s1;
+    T* __restrict__ s2;
 };
 
 // ---------------------------------------------------------------- rules
@@ -197,10 +200,10 @@ FO_DEVICE void fo_step(const i64* tab, const i64* chunks, const double* sc, cons
     const i64* t = tab + FO_TAB * c[0];
     i64 lo = c[1];
     i64 hi = lo + chunk < t[6] ? lo + chunk : t[6];
-    T* param = (T*)t[0];
-    const T* grad = (const T*)t[1];
+    T* __restrict__ param = (T*)t[0];
+    const T* __restrict__ grad = (const T*)t[1];
     Slots<T> slots = {(T*)t[2], (T*)t[3], (T*)t[4]};
-    T* average = (T*)t[5];
+    T* __restrict__ average = (T*)t[5];
     const double* s = sc + t[7];
     const T scale = T(glob[0]), clip = T(glob[1]);
     const T grad_sign = T(s[0]), coupled = T(s[1]), l1 = T(s[2]), decay = T(s[3]);
