@@ -304,6 +304,55 @@ def test_many_tensors_take_one_update_launch_per_dtype(dev, monkeypatch):
         assert not np.allclose(dev.get(p), 1.0)
 
 
+# -- a GPU arena: one tensor, whatever the model ---------------------------------
+
+
+def _arena_device(dev: Device) -> Any:
+    return "cuda" if dev.kind == "cupy" else "emulated"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_arena_on_the_device_matches_the_cpu_arena(dev, dtype):
+    shapes = {f"w{i}": (i % 7 + 1, 13) for i in range(300)} | {"big": (70_001,)}
+    rng = np.random.default_rng(5)
+    init = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    cpu = fo.ParamArena.from_arrays(init)
+    gpu = fo.ParamArena.from_arrays({k: dev.put(v) for k, v in init.items()})
+    assert gpu.device == cuda.device_of(gpu.data) and gpu.dtype == dtype
+    groups = lambda a: [  # noqa: E731
+        {"params": a.select("w*")},
+        {"params": a.select("big"), "weight_decay": 0.0, "lr": 0.003},
+    ]
+    cpu_opt = fo.AdamW(groups(cpu), lr=0.01, weight_decay=0.1, clip_value=1.5)
+    gpu_opt = fo.AdamW(groups(gpu), lr=0.01, weight_decay=0.1, clip_value=1.5)
+    for _ in range(5):
+        g = rng.standard_normal(cpu.size).astype(dtype)
+        cpu.grad[...] = g
+        gpu.grad[...] = dev.put(g)
+        assert cpu_opt.step() and gpu_opt.step()
+    dev.assert_same(gpu.data, cpu.data)
+    dev.assert_same(gpu.params["w17"], cpu.params["w17"])
+    assert cpu_opt.state_dict()["state"].keys() == gpu_opt.state_dict()["state"].keys()
+
+
+def test_arena_from_numpy_onto_a_device(dev):
+    arena = fo.ParamArena.from_arrays(
+        {"a": np.arange(6.0).reshape(2, 3)}, device=_arena_device(dev)
+    )
+    assert cuda.is_device_array(arena.data)
+    np.testing.assert_array_equal(dev.get(arena.params["a"]), np.arange(6.0).reshape(2, 3))
+    arena.zero_grad()
+    opt = fo.SGD(arena, lr=1.0)
+    arena.grads["a"][...] = dev.put(np.ones((2, 3)))
+    opt.step()
+    np.testing.assert_array_equal(dev.get(arena.data), np.arange(6.0) - 1)
+
+
+def test_arena_device_is_checked():
+    with pytest.raises(ParamError, match="device"):
+        fo.ParamArena({"a": 3}, device="gpu")
+
+
 # -- checkpoints move between devices -----------------------------------------
 
 
@@ -523,8 +572,10 @@ def test_cuda_bench_driver_on_the_emulated_device():
     )
     assert [(r.optimizer, r.impl) for r in rows] == [
         ("adam", "ferroptim"),
+        ("adam", "ferroptim arena"),
         ("rmsprop", "ferroptim"),
+        ("rmsprop", "ferroptim arena"),
     ]
     for r in rows:
         assert r.median_s > 0 and r.roofline > 0 and r.numel == 1000
-    assert len(bench.table(rows).splitlines()) == 4
+    assert len(bench.table(rows).splitlines()) == 6

@@ -37,10 +37,17 @@ class ParamArena:
 
     ``arena.params[name]`` and ``arena.grads[name]`` are NumPy views into
     ``arena.data`` and ``arena.grad``: write grads there, then ``opt.step()``.
+
+    ``device="cuda"`` (or a GPU number) puts both buffers on a GPU as CuPy
+    arrays: a step is then one kernel launch over one tensor, with no
+    per-tensor work on the host at all.
     """
 
-    def __init__(self, shapes: Mapping[str, Any], dtype: Any = np.float32) -> None:
+    def __init__(
+        self, shapes: Mapping[str, Any], dtype: Any = np.float32, device: Any = None
+    ) -> None:
         self.dtype = np.dtype(dtype)
+        self.device = device
         if self.dtype not in (np.float32, np.float64):
             raise DtypeError(f"dtype: an arena holds float32 or float64, got {self.dtype}")
         if not isinstance(shapes, Mapping) or not shapes:
@@ -58,22 +65,40 @@ class ParamArena:
             self.shapes[name] = dims
             self.offsets[name] = (total, total + size)
             total += size
-        self.data = np.zeros(total, self.dtype)
-        self.grad = np.zeros(total, self.dtype)
+        if device is None:
+            self.data = np.zeros(total, self.dtype)
+            self.grad = np.zeros(total, self.dtype)
+        else:
+            from ferroptim import cuda
+
+            self.data = cuda.zeros(device, total, self.dtype)
+            self.grad = cuda.zeros(device, total, self.dtype)
         self.params = self._views(self.data)
         self.grads = self._views(self.grad)
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, Any], dtype: Any = None) -> ParamArena:
-        """An arena holding copies of ``arrays`` (their dtype, or ``dtype``)."""
-        arrays = {name: np.asarray(a) for name, a in arrays.items()}
+    def from_arrays(
+        cls, arrays: Mapping[str, Any], dtype: Any = None, device: Any = None
+    ) -> ParamArena:
+        """An arena holding copies of ``arrays`` (their dtype, or ``dtype``).
+
+        GPU (CuPy) arrays give a GPU arena on their device unless ``device`` says otherwise.
+        """
+        from ferroptim import cuda
+
+        on_gpu = [a for a in arrays.values() if cuda.is_device_array(a)]
+        if device is None and on_gpu:
+            device = cuda.device_of(on_gpu[0])
+        arrays = {
+            name: a if cuda.is_device_array(a) else np.asarray(a) for name, a in arrays.items()
+        }
         if dtype is None:
-            dtype = np.result_type(*arrays.values()) if arrays else np.float32
+            dtype = np.result_type(*(a.dtype for a in arrays.values())) if arrays else np.float32
             if dtype not in (np.float32, np.float64):
                 dtype = np.float64 if dtype.itemsize >= 8 else np.float32
-        arena = cls({name: a.shape for name, a in arrays.items()}, dtype)
+        arena = cls({name: a.shape for name, a in arrays.items()}, dtype, device)
         for name, a in arrays.items():
-            arena.params[name][...] = a
+            arena.params[name][...] = cuda.on_device_of(arena.data, a)
         return arena
 
     def _views(self, buffer: np.ndarray) -> dict[str, np.ndarray]:

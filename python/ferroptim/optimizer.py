@@ -94,8 +94,7 @@ class Optimizer:
         groups = _as_groups(params)
         # CuPy params get the CUDA engine; it speaks the Rust engine's interface.
         first_gpu = next(
-            (a for g in groups for a in _split_params(g.get("params", []))[1] if _on_gpu(a)),
-            None,
+            (a for g in groups for a in _gpu_probe(g.get("params", [])) if _on_gpu(a)), None
         )
         if first_gpu is not None:
             from ferroptim import cuda
@@ -598,6 +597,15 @@ class Optimizer:
                 lines.append(f"    {key}: {group[key]}")
         lines.append(")")
         return "\n".join(lines)
+
+
+def _gpu_probe(params: Any) -> list[Any]:
+    """The arrays that tell which engine ``params`` needs (an arena: its buffer)."""
+    if isinstance(params, ParamArena):
+        return [params.data]
+    if isinstance(params, ArenaGroup):
+        return [params.arena.data]
+    return _split_params(params)[1]
 
 
 def _on_gpu(x: Any) -> bool:

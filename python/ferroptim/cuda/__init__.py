@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["available", "is_device_array", "is_emulated", "make_engine"]
+__all__ = [
+    "available",
+    "device_of",
+    "is_device_array",
+    "is_emulated",
+    "make_engine",
+    "on_device_of",
+    "zeros",
+]
 
 
 def is_emulated(x: Any) -> bool:
@@ -59,3 +67,39 @@ def make_engine(engine_class: Any, first: Any) -> Any:
             f"{type(first).__name__}: convert with cupy.asarray (no copy)"
         )
     return CudaEngine(engine_class, CupyDevice(int(first.device.id)))
+
+
+def device_of(x: Any) -> Any:
+    """The ``device`` argument (for :class:`~ferroptim.ParamArena`) that ``x`` lives on."""
+    if is_emulated(x):
+        return "emulated"
+    return int(x.device.id)
+
+
+def zeros(device: Any, n: int, dtype: Any) -> Any:
+    """``n`` zeros on ``device``: ``"cuda"`` (the current GPU), a GPU number, or
+    ``"emulated"`` (tests)."""
+    from ferroptim.exceptions import ParamError
+
+    if device == "emulated":
+        import numpy as np
+
+        from ferroptim.cuda.emulate import DeviceArray
+
+        return np.zeros(n, dtype).view(DeviceArray)
+    if device != "cuda" and (isinstance(device, bool) or not isinstance(device, int)):
+        raise ParamError(f"device: 'cuda', a GPU number or None, got {device!r}")
+    import cupy
+
+    with cupy.cuda.Device(None if device == "cuda" else device):
+        return cupy.zeros(n, dtype)
+
+
+def on_device_of(target: Any, values: Any) -> Any:
+    """``values`` as an array ``target[...] = values`` accepts (NumPy data for a GPU target
+    is copied to the GPU)."""
+    if not is_device_array(target) or is_emulated(target) or is_device_array(values):
+        return values
+    import cupy
+
+    return cupy.asarray(values)

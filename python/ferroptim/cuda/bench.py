@@ -1,7 +1,8 @@
 """`ferroptim bench --cuda`: the CUDA path against torch's CUDA optimizers.
 
 Cases: the CPU bench's (without the 100-element one) plus one 100M-param
-tensor. Implementations: ferroptim on CuPy arrays, torch.optim with
+tensor. Implementations: ferroptim on CuPy arrays (a list of them, and a GPU
+:class:`~ferroptim.ParamArena`), torch.optim with
 ``fused=True`` (``foreach=True`` for RMSprop, which has no fused kernel), on
 the same GPU. The roofline is CuPy's in-place ``a += b`` over the case's bytes
 (12 per float32 element) in the same run: the device bandwidth a streaming
@@ -78,6 +79,16 @@ def _ferroptim(kind: str, opt: str, case: cpu_bench.Case) -> Callable[[], None]:
     return lambda: o.step(dg)
 
 
+def _ferroptim_arena(kind: str, opt: str, case: cpu_bench.Case) -> Callable[[], None]:
+    params, grads = cpu_bench._data(case)
+    device = "cuda" if kind == "cupy" else "emulated"
+    arena = fo.ParamArena.from_arrays({f"p{i}": p for i, p in enumerate(params)}, device=device)
+    for i, g in enumerate(grads):
+        arena.grads[f"p{i}"][...] = _put(kind, g)
+    o = getattr(fo, cpu_bench.FO_CLASS[opt])(arena, **cpu_bench.HYPER[opt])
+    return o.step
+
+
 def _torch(opt: str, case: cpu_bench.Case) -> Callable[[], None] | None:
     try:
         import torch
@@ -118,7 +129,10 @@ def run(
     for case in case_list if case_list is not None else cases():
         width = np.dtype(case.dtype).itemsize // 4
         for opt in optimizers:
-            fns: dict[str, Callable[[], None]] = {"ferroptim": _ferroptim(kind, opt, case)}
+            fns: dict[str, Callable[[], None]] = {
+                "ferroptim": _ferroptim(kind, opt, case),
+                "ferroptim arena": _ferroptim_arena(kind, opt, case),
+            }
             theirs = _torch(opt, case) if kind == "cupy" else None
             if theirs is not None:
                 fns["torch fused" if opt != "rmsprop" else "torch foreach"] = theirs

@@ -70,6 +70,8 @@ class CudaEngine:
         self.skipped_steps = 0
         self._norm: Any = None  # device array holding the last step's grad norm, or None
         self._options: dict[str, Any] = {}
+        self._starts = self._ends = np.zeros(0, np.int64)  # param spans, sorted (grad checks)
+        self._order: list[int] = []
         self.configure()
 
     # -- configuration ------------------------------------------------------
@@ -158,6 +160,14 @@ class CudaEngine:
                     f"params {everyone[first].label} and {everyone[second].label} {how}"
                 )
         self.params += staged
+        spans = sorted(
+            (q.ptr, q.ptr + q.numel * q.dtype.itemsize, k)
+            for k, q in enumerate(self.params)
+            if q.numel > 0
+        )
+        self._starts = np.array([a for a, _, _ in spans], np.int64)
+        self._ends = np.array([b for _, b, _ in spans], np.int64)
+        self._order = [k for _, _, k in spans]
 
     def _check_device_array(self, array: Any, what: str, error: type) -> None:
         from ferroptim import cuda
@@ -240,11 +250,14 @@ class CudaEngine:
 
         # Pass 2: allocate the state this step needs, count the step, build scalars.
         hypers = [dict(g) for g in groups]
-        memo: dict[tuple, tuple[list[float], float]] = {}
         for dtype, items in by_dtype.items():
             if not items:
                 continue
-            rows, scalars = [], []
+            rows: list[list[int]] = []
+            scalars: list[float] = []
+            # Tensors with the same group, step, freshness and aux share one
+            # row of scalars: thousands of tensors upload a few rows.
+            offsets: dict[tuple, tuple[int, float]] = {}
             for p, g in items:
                 h = hypers[p.group]
                 used = self.rule.used(h)
@@ -259,11 +272,12 @@ class CudaEngine:
                     p.averaged += 1
                 p.step += 1
                 key = (p.group, p.step, fresh, p.aux, weight)
-                if key not in memo:
+                if key not in offsets:
                     rule_scalars, aux = self.rule.scalars(h, p.step, fresh, p.aux)
                     pre = prelude(h, decoupled=self.rule.decoupled(h), average_weight=weight or 0.0)
-                    memo[key] = (pre + [float(x) for x in rule_scalars], aux)
-                values, p.aux = memo[key]
+                    offsets[key] = (len(scalars), aux)
+                    scalars += pre + [float(x) for x in rule_scalars]
+                offset, p.aux = offsets[key]
                 rows.append(
                     [
                         p.ptr,
@@ -271,10 +285,9 @@ class CudaEngine:
                         *(self.device.ptr(s) if used[k] else 0 for k, s in enumerate(p.slots)),
                         self.device.ptr(p.average) if weight is not None else 0,
                         p.numel,
-                        len(scalars),
+                        offset,
                     ]
                 )
-                scalars += values
             chunks = tables[dtype]
             tab = self.device.to_device(np.array(rows, np.int64).reshape(-1))
             sc = self.device.to_device(np.array(scalars, np.float64))
@@ -298,10 +311,13 @@ class CudaEngine:
             return self.device.contiguous(g)  # strided: read it in index order from a copy
         start = self.device.ptr(g)
         end = start + p.numel * p.dtype.itemsize
-        for q in self.params:
-            if q.numel and start < q.ptr + q.numel * q.dtype.itemsize and q.ptr < end:
-                whose = "its param" if q is p else f"param {q.label}"
-                raise GradError(f"{what} shares memory with {whose}; pass a copy")
+        # Params never overlap each other, so sorted by start their ends are
+        # sorted too: only the last param starting before `end` can overlap.
+        k = int(np.searchsorted(self._starts, end)) - 1
+        if p.numel and k >= 0 and self._ends[k] > start:
+            q = self.params[self._order[k]]
+            whose = "its param" if q is p else f"param {q.label}"
+            raise GradError(f"{what} shares memory with {whose}; pass a copy")
         return g
 
     def _tables(self, items: list[tuple[_Param, Any]]) -> Any:
