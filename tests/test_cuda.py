@@ -550,8 +550,9 @@ def test_kernel_source_compiles_under_nvrtc():
     except Exception as err:
         pytest.fail(f"NVRTC: {err}\n{nvrtc.getProgramLog(prog)}")
     ptx = nvrtc.getPTX(prog).decode()
-    wanted = {f"{r.kernel}_{d}" for r in RULES.values() for d in ("f32", "f64")}
-    wanted |= {"norm_partials_f32", "norm_partials_f64", "norm_finish"}
+    wanted = {f"{r.kernel}_{d}" for r in RULES.values() for d in ("f16", "f32", "f64")}
+    wanted |= {"norm_partials_f16", "norm_partials_f32", "norm_partials_f64", "norm_finish"}
+    wanted |= {"half_roundtrip"}
     for name in sorted(wanted):
         assert f".entry {name}(" in ptx, name
     assert "fma." not in ptx
@@ -579,3 +580,164 @@ def test_cuda_bench_driver_on_the_emulated_device():
     for r in rows:
         assert r.median_s > 0 and r.roofline > 0 and r.numel == 1000
     assert len(bench.table(rows).splitlines()) == 6
+
+
+# -- float16 params: float32 state and master weights ----------------------------
+
+F16 = np.float16
+
+
+def test_half_conversions_match_numpy(dev):
+    """kernels.cu's float32 <-> float16 conversions round to nearest even, as NumPy does."""
+    rng = np.random.default_rng(11)
+    bits = rng.integers(0, 2**32, 400_000, dtype=np.uint64).astype(np.uint32)
+    values = bits.view(np.float32)
+    special = np.array(
+        [
+            0.0,
+            -0.0,
+            65504.0,
+            65519.99,
+            65520.0,
+            -65520.0,
+            6.1e-5,
+            2.0**-24,
+            2.0**-25,
+            3 * 2.0**-26,
+            2.0**-14,
+            1.0009765625,
+            1.00048828125,
+            1.000732421875,
+            np.inf,
+            -np.inf,
+        ],
+        np.float32,
+    )
+    # Around every float16 value: the midpoints and their neighbours.
+    grid = np.arange(0, 2**16, dtype=np.uint16).view(np.float16).astype(np.float32)
+    mids = grid[np.isfinite(grid)]
+    near = np.concatenate([mids, np.nextafter(mids, np.inf), np.nextafter(mids, -np.inf)])
+    x = np.concatenate([values, special, near, (mids[:-1] + mids[1:]) / 2]).astype(np.float32)
+    finite = ~np.isnan(x)
+    x = x[finite]
+    engine_dev = fo.SGD([dev.put(np.zeros(1, F16))], lr=0.1)._engine.device
+    inp, half, back = dev.put(x), dev.put(np.zeros(x.size, np.uint16)), dev.put(np.zeros_like(x))
+    engine_dev.launch(
+        "half_roundtrip",
+        1 if dev.kind == "emulated" else 512,
+        256,
+        (inp, half, back, np.int64(x.size)),
+    )
+    with np.errstate(over="ignore"):  # values past 65504 become inf, as intended
+        want = x.astype(F16)
+    np.testing.assert_array_equal(dev.get(half), want.view(np.uint16))
+    np.testing.assert_array_equal(dev.get(back), want.astype(np.float32))
+    nan_half = dev.put(np.zeros(1, np.uint16))
+    engine_dev.launch(
+        "half_roundtrip",
+        1,
+        1,
+        (
+            dev.put(np.array([np.nan], np.float32)),
+            nan_half,
+            dev.put(np.zeros(1, np.float32)),
+            np.int64(1),
+        ),
+    )
+    assert np.isnan(dev.get(nan_half).view(F16)[0])
+
+
+@pytest.mark.parametrize(
+    "cls,kwargs",
+    [
+        (fo.Adam, {"lr": 1e-2, "amsgrad": True}),
+        (fo.AdamW, {"lr": 1e-2, "weight_decay": 0.1}),
+        (fo.SGD, {"lr": 1e-2, "momentum": 0.9, "nesterov": True}),
+        (fo.RMSprop, {"lr": 1e-3, "centered": True}),
+        (fo.Lion, {"lr": 1e-3}),
+    ],
+    ids=lambda v: v.__name__ if isinstance(v, type) else combo_id(v),
+)
+@pytest.mark.parametrize("options", [{}, {"max_grad_norm": 0.5}, {"clip_value": 0.2}], ids=combo_id)
+def test_half_params_follow_the_float32_run(dev, cls, kwargs, options):
+    """A float16 run updates float32 master weights exactly as a float32 run on
+    the CPU path does (given the same float16 grads); the params are the masters
+    rounded to float16, and the state is float32."""
+    rng = np.random.default_rng(2)
+    shapes = [(3, 5), (70_001,), ()]
+    init = [rng.standard_normal(s).astype(F16) for s in shapes]
+    host = [p.astype(np.float32) for p in init]
+    gpu = [dev.put(p) for p in init]
+    cpu_opt = cls(host, **kwargs, **options)
+    gpu_opt = cls(gpu, **kwargs, **options)
+    for t in range(12):
+        grads = [rng.standard_normal(s).astype(F16) for s in shapes]
+        if t % 5 == 3:
+            grads[0] = None
+        cpu_opt.step([None if g is None else g.astype(np.float32) for g in grads])
+        gpu_opt.step([dev.put(g) for g in grads])
+    norm = "max_grad_norm" in options
+    saved = gpu_opt.state_dict()["state"]
+    for i, (a, b) in enumerate(zip(host, gpu)):
+        assert dev.get(b).dtype == F16
+        master = saved[i]["master_param"]
+        assert master.dtype == np.float32
+        dev.assert_same(master, a, f"master {i}", norm=norm)
+        if not norm:
+            np.testing.assert_array_equal(dev.get(b), a.astype(F16))
+    want = cpu_opt.state_dict()["state"]
+    for key, st in want.items():
+        for slot, value in st.items():
+            if isinstance(value, np.ndarray):
+                assert saved[key][slot].dtype == np.float32
+                dev.assert_same(saved[key][slot], value, f"{slot} of {key}", norm=norm)
+
+
+def test_half_params_written_by_the_user_are_picked_up(dev):
+    p = dev.put(np.ones(10, F16))
+    opt = fo.SGD([p], lr=0.25)
+    opt.step([dev.put(np.ones(10, F16))])
+    np.testing.assert_array_equal(dev.get(p), 0.75)
+    p[3:5] = dev.put(np.full(2, 4.0, F16))  # e.g. weights reloaded from a file
+    opt.step([dev.put(np.ones(10, F16))])
+    want = np.full(10, 0.5, F16)
+    want[3:5] = 3.75
+    np.testing.assert_array_equal(dev.get(p), want)
+
+
+def test_half_state_dict_round_trip_and_checks(dev):
+    p = dev.put(np.linspace(-1, 1, 64).astype(F16))
+    opt = fo.Adam([p], lr=1e-2)
+    for _ in range(3):
+        opt.step([dev.put(np.full(64, 0.1, F16))])
+    saved = opt.state_dict()
+    q = dev.put(dev.get(p))
+    again = fo.Adam([q], lr=1e-2)
+    again.load_state_dict(saved)
+    for o in (opt, again):
+        o.step([dev.put(np.full(64, -0.3, F16))])
+    np.testing.assert_array_equal(dev.get(p), dev.get(q))
+    np.testing.assert_array_equal(
+        opt.state_dict()["state"][0]["master_param"], again.state_dict()["state"][0]["master_param"]
+    )
+    bad = again.state_dict()
+    bad["state"][0]["master_param"] = np.zeros(63, np.float32)
+    before = again.state_dict()
+    with pytest.raises(StateDictError, match="master_param"):
+        again.load_state_dict(bad)
+    np.testing.assert_array_equal(
+        again.state_dict()["state"][0]["master_param"], before["state"][0]["master_param"]
+    )
+    f32 = fo.Adam([dev.put(np.zeros(64, np.float32))], lr=1e-2)
+    with pytest.raises(StateDictError, match="master_param"):
+        f32.load_state_dict(saved)
+
+
+def test_half_params_refuse_averaging(dev):
+    with pytest.raises(ParamError, match="float16"):
+        fo.Adam([dev.put(np.ones(4, F16))], lr=0.1, ema_decay=0.9)
+
+
+def test_half_params_stay_off_the_cpu_path():
+    with pytest.raises(DtypeError, match="float16|float32 or float64"):
+        fo.Adam([np.ones(4, F16)], lr=0.1)

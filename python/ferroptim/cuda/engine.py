@@ -36,8 +36,11 @@ __all__ = ["CudaEngine", "CHUNK"]
 # big tensor (small tail), few enough that per-block setup stays negligible.
 CHUNK = 16384
 _TAB = 8  # int64 entries per tensor in the pointer table (kernels.cu: FO_TAB)
-_DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+_DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype(np.float16): "f16"}
+HALF = np.dtype(np.float16)
 AVERAGED = "averaged_param"
+# float16 params keep float32 master weights (and float32 state).
+MASTER = "master_param"
 AVERAGED_STEPS = "n_averaged"
 
 
@@ -56,6 +59,11 @@ class _Param:
     averaged: int = 0
     slots: list[Any] = field(default_factory=lambda: [None, None, None])
     average: Any = None
+    master: Any = None  # float16 params: float32 master weights
+
+    @property
+    def state_dtype(self) -> np.dtype:
+        return np.dtype(np.float32) if self.dtype == HALF else self.dtype
 
 
 class CudaEngine:
@@ -124,7 +132,12 @@ class CudaEngine:
             self._check_device_array(array, what, ParamError)
             dtype = np.dtype(array.dtype)
             if dtype not in _DTYPES:
-                raise DtypeError(f"{what} must have dtype float32 or float64, got {dtype}")
+                raise DtypeError(f"{what} must have dtype float16, float32 or float64, got {dtype}")
+            if dtype == HALF and self._average_weight(0) is not None:
+                raise ParamError(
+                    f"{what}: EMA/SWA averaging of float16 params is not supported "
+                    "(their master weights are float32): use float32 params"
+                )
             if not array.flags.c_contiguous:
                 raise ParamError(
                     f"{what} is not C-contiguous: it is updated in place, so pass a contiguous "
@@ -264,7 +277,9 @@ class CudaEngine:
                 fresh = tuple(s is None for s in p.slots)
                 for k in range(3):
                     if used[k] and p.slots[k] is None:
-                        p.slots[k] = self.device.zeros(p.shape, p.dtype)
+                        p.slots[k] = self.device.zeros(p.shape, p.state_dtype)
+                if p.dtype == HALF and p.master is None:
+                    p.master = p.array.astype(np.float32)
                 weight = self._average_weight(p.averaged)
                 if weight is not None:
                     if p.average is None:
@@ -283,7 +298,9 @@ class CudaEngine:
                         p.ptr,
                         self.device.ptr(g),
                         *(self.device.ptr(s) if used[k] else 0 for k, s in enumerate(p.slots)),
-                        self.device.ptr(p.average) if weight is not None else 0,
+                        self.device.ptr(p.master)
+                        if p.master is not None
+                        else (self.device.ptr(p.average) if weight is not None else 0),
                         p.numel,
                         offset,
                     ]
@@ -394,23 +411,52 @@ class CudaEngine:
             for name, slot in zip(self.rule.slots, p.slots):
                 if slot is not None:
                     st[name] = self.device.to_host(slot)
+            if p.master is not None:
+                st[MASTER] = self.device.to_host(p.master)
             out.append(st)
         return out
 
     def load_state(self, states: list[dict[str, Any]]) -> None:
         """Replaces all state; checked by a CPU engine first, so errors change nothing."""
+        from ferroptim.exceptions import StateDictError
+
         shadow = self._rust()
+        masters: list[np.ndarray | None] = []
+        plain = []
+        for p, st in zip(self.params, states):
+            # The CPU engine knows no float16 and no master weights: check those here.
+            master = None
+            if isinstance(st, dict) and MASTER in st:
+                st = dict(st)
+                master = st.pop(MASTER)
+                if p.dtype != HALF:
+                    raise StateDictError(
+                        f"state of param {p.label} has '{MASTER}', but the param is {p.dtype}"
+                    )
+                try:
+                    master = np.array(master, dtype=np.float32)
+                except (TypeError, ValueError) as err:
+                    raise StateDictError(f"{MASTER} of param {p.label}: {err}") from None
+                if master.shape != p.shape:
+                    raise StateDictError(
+                        f"{MASTER} of param {p.label} has shape {master.shape}, "
+                        f"the param has shape {p.shape}"
+                    )
+            masters.append(master)
+            plain.append(st)
         for p in self.params:
-            shadow.add_params([np.empty(p.shape, p.dtype)], p.group, [p.label])
-        shadow.load_state(states)  # raises StateDictError with the CPU engine's messages
+            shadow.add_params([np.empty(p.shape, p.state_dtype)], p.group, [p.label])
+        shadow.load_state(plain if len(plain) == len(states) else states)
         checked = shadow.state()
         staged = []
-        for st in checked:
+        for st, master in zip(checked, masters):
             slots = [
                 self.device.to_device(st[name]) if name in st else None for name in self.rule.slots
             ] + [None] * (3 - len(self.rule.slots))
             average = self.device.to_device(st[AVERAGED]) if AVERAGED in st else None
             aux = st.get(self.rule.aux[0], self.rule.aux[1]) if self.rule.aux else 0.0
-            staged.append((st["step"], aux, st.get(AVERAGED_STEPS, 0), slots, average))
-        for p, (step, aux, averaged, slots, average) in zip(self.params, staged):
+            master = None if master is None else self.device.to_device(master)
+            staged.append((st["step"], aux, st.get(AVERAGED_STEPS, 0), slots, average, master))
+        for p, (step, aux, averaged, slots, average, master) in zip(self.params, staged):
             p.step, p.aux, p.averaged, p.slots, p.average = step, aux, averaged, slots, average
+            p.master = master

@@ -62,6 +62,58 @@ template <typename T> FO_DEVICE T fo_max(T a, T b) { return b > a ? b : a; }
 // The engine guarantees no buffer of a step overlaps another (params,
 // grads, state, averages): __restrict__ lets the compiler batch the loads of
 // consecutive iterations instead of waiting on every store.
+// float16 as raw bits, converted by hand (IEEE binary16, round to nearest
+// even), so the file needs no CUDA header and builds the same on the host.
+struct fo_half {
+    unsigned short bits;
+};
+
+FO_DEVICE float fo_half_to_float(unsigned short h) {
+    unsigned int sign = (unsigned int)(h & 0x8000u) << 16;
+    unsigned int exp = (h >> 10) & 0x1fu;
+    unsigned int man = h & 0x3ffu;
+    float out;
+    if (exp == 0) {  // zero or subnormal: man * 2^-24, exact in float
+        out = (float)man * 5.9604644775390625e-08f;
+        return sign ? -out : out;
+    }
+    unsigned int bits = exp == 31 ? (sign | 0x7f800000u | (man << 13))
+                                  : (sign | ((exp + 112u) << 23) | (man << 13));
+    union { unsigned int u; float f; } v;
+    v.u = bits;
+    return v.f;
+}
+
+FO_DEVICE unsigned short fo_float_to_half(float f) {
+    union { float f; unsigned int u; } v;
+    v.f = f;
+    unsigned int x = v.u;
+    unsigned short sign = (unsigned short)((x >> 16) & 0x8000u);
+    unsigned int abs = x & 0x7fffffffu;
+    if (abs >= 0x7f800000u) {  // inf or NaN (NaN stays NaN)
+        return (unsigned short)(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0u));
+    }
+    if (abs >= 0x477ff000u) return (unsigned short)(sign | 0x7c00u);  // rounds past 65504
+    if (abs < 0x38800000u) {  // below 2^-14: subnormal half, round to nearest even
+        union { unsigned int u; float f; } a;
+        a.u = abs;
+        float scaled = a.f * 16777216.0f;  // exact: 2^24 times a small float
+        unsigned int q = (unsigned int)scaled;
+        float rest = scaled - (float)q;
+        if (rest > 0.5f || (rest == 0.5f && (q & 1u))) q += 1;
+        return (unsigned short)(sign | q);
+    }
+    unsigned int man = abs & 0x7fffffu;
+    unsigned int half = (((abs >> 23) - 112u) << 10) | (man >> 13);
+    unsigned int rest = man & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (half & 1u))) half += 1;  // may carry into exp
+    return (unsigned short)(sign | half);
+}
+
+FO_DEVICE double fo_value(float x) { return x; }
+FO_DEVICE double fo_value(double x) { return x; }
+FO_DEVICE double fo_value(fo_half x) { return fo_half_to_float(x.bits); }
+
 template <typename T> struct Slots {
     T* __restrict__ s0;
     T* __restrict__ s1;
@@ -222,6 +274,41 @@ FO_DEVICE void fo_step(const i64* tab, const i64* chunks, const double* sc, cons
     }
 }
 
+// float16 params: state and master weights in float32 (the master in the
+// average slot). A param element that no longer equals its rounded master
+// was written by the user since the last step: it becomes the new master.
+template <typename Rule>
+FO_DEVICE void fo_step_half(const i64* tab, const i64* chunks, const double* sc,
+                            const double* glob, int chunk) {
+    if (glob[2] != 0.0) return;
+    const i64* c = chunks + 2 * (i64)blockIdx.x;
+    const i64* t = tab + FO_TAB * c[0];
+    i64 lo = c[1];
+    i64 hi = lo + chunk < t[6] ? lo + chunk : t[6];
+    unsigned short* __restrict__ param = (unsigned short*)t[0];
+    const unsigned short* __restrict__ grad = (const unsigned short*)t[1];
+    Slots<float> slots = {(float*)t[2], (float*)t[3], (float*)t[4]};
+    float* __restrict__ master = (float*)t[5];
+    const double* s = sc + t[7];
+    const float scale = float(glob[0]), clip = float(glob[1]);
+    const float grad_sign = float(s[0]), coupled = float(s[1]), l1 = float(s[2]);
+    const float decay = float(s[3]);
+    const bool regularize = s[1] != 0.0 || s[2] != 0.0;
+    for (i64 i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+        float g = fo_half_to_float(grad[i]) * scale;
+        g = g > clip ? clip : (g < -clip ? -clip : g);
+        float p = master[i];
+        unsigned short stored = param[i];
+        if (fo_float_to_half(p) != stored) p = fo_half_to_float(stored);
+        g = g * grad_sign;
+        if (regularize) g = g + coupled * p + l1 * fo_sign(p);
+        p = p * decay;
+        p = Rule::template apply<float>(s + FO_PRE, g, p, slots, i);
+        master[i] = p;
+        param[i] = fo_float_to_half(p);
+    }
+}
+
 #define FO_ARGS const i64 *tab, const i64 *chunks, const double *sc, const double *glob, int chunk
 #define FO_RULE(name, Rule)                                                       \
     extern "C" __global__ void name##_f32(FO_ARGS) {                              \
@@ -229,6 +316,9 @@ FO_DEVICE void fo_step(const i64* tab, const i64* chunks, const double* sc, cons
     }                                                                             \
     extern "C" __global__ void name##_f64(FO_ARGS) {                              \
         fo_step<double, Rule>(tab, chunks, sc, glob, chunk);                      \
+    }                                                                             \
+    extern "C" __global__ void name##_f16(FO_ARGS) {                              \
+        fo_step_half<Rule>(tab, chunks, sc, glob, chunk);                         \
     }
 
 FO_RULE(sgd, Sgd)
@@ -258,7 +348,7 @@ FO_DEVICE void fo_norm_partials(const i64* tab, const i64* chunks, double* parti
     double sum = 0.0, mx = 0.0;
     bool nan = false;
     for (i64 i = lo + threadIdx.x; i < hi; i += blockDim.x) {
-        double g = fabs((double)grad[i]);
+        double g = fabs(fo_value(grad[i]));
         sum += g * g;
         nan = nan || g != g;
         mx = g > mx ? g : mx;
@@ -287,6 +377,19 @@ extern "C" __global__ void norm_partials_f32(const i64* tab, const i64* chunks, 
 extern "C" __global__ void norm_partials_f64(const i64* tab, const i64* chunks, double* partials,
                                              int chunk) {
     fo_norm_partials<double>(tab, chunks, partials, chunk);
+}
+extern "C" __global__ void norm_partials_f16(const i64* tab, const i64* chunks, double* partials,
+                                             int chunk) {
+    fo_norm_partials<fo_half>(tab, chunks, partials, chunk);
+}
+// The conversions, for the tests to check against NumPy's float16.
+extern "C" __global__ void half_roundtrip(const float* in, unsigned short* half, float* back,
+                                          i64 n) {
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (i64)gridDim.x * blockDim.x) {
+        half[i] = fo_float_to_half(in[i]);
+        back[i] = fo_half_to_float(half[i]);
+    }
 }
 
 // Pass 2, one block. opts: [max_norm (<0: no clipping), inf norm?, skip non-finite?,
