@@ -340,6 +340,7 @@ def test_arena_from_numpy_onto_a_device(dev):
         {"a": np.arange(6.0).reshape(2, 3)}, device=_arena_device(dev)
     )
     assert cuda.is_device_array(arena.data)
+    assert repr(arena) == f"ParamArena(1 params, 6 float64 values on {_arena_device(dev)!r})"
     np.testing.assert_array_equal(dev.get(arena.params["a"]), np.arange(6.0).reshape(2, 3))
     arena.zero_grad()
     opt = fo.SGD(arena, lr=1.0)

@@ -143,7 +143,8 @@ class ParamArena:
         return ArenaGroup(self, list(self.names))
 
     def __repr__(self) -> str:
-        return f"ParamArena({len(self)} params, {self.size} {self.dtype} values)"
+        where = "" if self.device is None else f" on {self.device!r}"
+        return f"ParamArena({len(self)} params, {self.size} {self.dtype} values{where})"
 
 
 class ArenaGroup:
