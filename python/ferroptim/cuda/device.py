@@ -35,6 +35,7 @@ class CupyDevice:
 
         self.xp = cupy
         self.id = device_id
+        self.array_type = cupy.ndarray
 
     @staticmethod
     def device_of(array: Any) -> int:
@@ -85,7 +86,7 @@ class EmulatedDevice:
 
         self.xp = np
         self._lib = emulate.library()
-        self._array_type = emulate.DeviceArray
+        self.array_type = self._array_type = emulate.DeviceArray
 
     @staticmethod
     def device_of(array: Any) -> int:

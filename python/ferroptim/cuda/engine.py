@@ -60,6 +60,10 @@ class _Param:
     slots: list[Any] = field(default_factory=lambda: [None, None, None])
     average: Any = None
     master: Any = None  # float16 params: float32 master weights
+    # Cached table entries after the grad pointer (state addresses, numel);
+    # rebuilt when state is allocated or loaded, or the slots in use change.
+    row: list[int] | None = None
+    row_used: tuple[bool, ...] = ()
 
     @property
     def state_dtype(self) -> np.dtype:
@@ -183,6 +187,10 @@ class CudaEngine:
         self._order = [k for _, _, k in spans]
 
     def _check_device_array(self, array: Any, what: str, error: type) -> None:
+        if type(array) is self.device.array_type and (
+            self.device.emulated or self.device.device_of(array) == self.device.id
+        ):
+            return  # the common case, without the general checks below
         from ferroptim import cuda
 
         if not cuda.is_device_array(array):
@@ -240,17 +248,19 @@ class CudaEngine:
             raise GradError(f"got {len(grads)} grads for {len(self.params)} params")
 
         # Pass 1: check every grad; nothing is launched or changed before this ends.
-        ready: list[tuple[_Param, Any]] = []
+        ready: list[tuple[_Param, Any, int]] = []
         for p, g in zip(self.params, grads):
             if g is None or p.frozen:
                 continue
-            ready.append((p, self._checked_grad(p, g)))
+            g = self._checked_grad(p, g)
+            ready.append((p, g, self.device.ptr(g)))
+        self._check_no_grad_overlaps(ready)
 
         o = self._options
         glob = np.array([grad_scale, o["clip_value"] or math.inf, 0.0, math.nan])
         glob_dev = self.device.to_device(glob)
         norm_needed = o["max_grad_norm"] is not None or o["skip_nonfinite"]
-        by_dtype = {d: [(p, g) for p, g in ready if p.dtype == d] for d in _DTYPES}
+        by_dtype = {d: [item for item in ready if item[0].dtype == d] for d in _DTYPES}
         tables = {d: self._tables(items) for d, items in by_dtype.items() if items}
         if norm_needed:
             self._launch_norm(by_dtype, tables, glob_dev, grad_scale)
@@ -263,6 +273,8 @@ class CudaEngine:
 
         # Pass 2: allocate the state this step needs, count the step, build scalars.
         hypers = [dict(g) for g in groups]
+        used_by_group = [self.rule.used(h) for h in hypers]
+        averaging = self._average_weight(0) is not None
         for dtype, items in by_dtype.items():
             if not items:
                 continue
@@ -271,19 +283,26 @@ class CudaEngine:
             # Tensors with the same group, step, freshness and aux share one
             # row of scalars: thousands of tensors upload a few rows.
             offsets: dict[tuple, tuple[int, float]] = {}
-            for p, g in items:
+            for p, _g, g_ptr in items:
                 h = hypers[p.group]
-                used = self.rule.used(h)
-                fresh = tuple(s is None for s in p.slots)
-                for k in range(3):
-                    if used[k] and p.slots[k] is None:
-                        p.slots[k] = self.device.zeros(p.shape, p.state_dtype)
-                if p.dtype == HALF and p.master is None:
-                    p.master = p.array.astype(np.float32)
-                weight = self._average_weight(p.averaged)
+                used = used_by_group[p.group]
+                slots = p.slots
+                fresh = (slots[0] is None, slots[1] is None, slots[2] is None)
+                if p.row is None or (used[0] and fresh[0]) or (used[1] and fresh[1]) or (
+                    used[2] and fresh[2]
+                ):
+                    for k in range(3):
+                        if used[k] and slots[k] is None:
+                            slots[k] = self.device.zeros(p.shape, p.state_dtype)
+                            p.row = None
+                    if p.dtype == HALF and p.master is None:
+                        p.master = p.array.astype(np.float32)
+                        p.row = None
+                weight = self._average_weight(p.averaged) if averaging else None
                 if weight is not None:
                     if p.average is None:
                         p.average = self.device.zeros(p.shape, p.dtype)
+                        p.row = None
                     p.averaged += 1
                 p.step += 1
                 key = (p.group, p.step, fresh, p.aux, weight)
@@ -293,18 +312,15 @@ class CudaEngine:
                     offsets[key] = (len(scalars), aux)
                     scalars += pre + [float(x) for x in rule_scalars]
                 offset, p.aux = offsets[key]
-                rows.append(
-                    [
-                        p.ptr,
-                        self.device.ptr(g),
+                if p.row is None or p.row_used != used:
+                    extra = p.master if p.master is not None else p.average
+                    p.row = [
                         *(self.device.ptr(s) if used[k] else 0 for k, s in enumerate(p.slots)),
-                        self.device.ptr(p.master)
-                        if p.master is not None
-                        else (self.device.ptr(p.average) if weight is not None else 0),
+                        0 if extra is None else self.device.ptr(extra),
                         p.numel,
-                        offset,
                     ]
-                )
+                    p.row_used = used
+                rows.append([p.ptr, g_ptr, *p.row, offset])
             chunks = tables[dtype]
             tab = self.device.to_device(np.array(rows, np.int64).reshape(-1))
             sc = self.device.to_device(np.array(scalars, np.float64))
@@ -326,20 +342,28 @@ class CudaEngine:
             raise GradError(f"{what} has shape {tuple(g.shape)}, the param has shape {p.shape}")
         if not g.flags.c_contiguous:
             return self.device.contiguous(g)  # strided: read it in index order from a copy
-        start = self.device.ptr(g)
-        end = start + p.numel * p.dtype.itemsize
-        # Params never overlap each other, so sorted by start their ends are
-        # sorted too: only the last param starting before `end` can overlap.
-        k = int(np.searchsorted(self._starts, end)) - 1
-        if p.numel and k >= 0 and self._ends[k] > start:
-            q = self.params[self._order[k]]
-            whose = "its param" if q is p else f"param {q.label}"
-            raise GradError(f"{what} shares memory with {whose}; pass a copy")
         return g
 
-    def _tables(self, items: list[tuple[_Param, Any]]) -> Any:
+    def _check_no_grad_overlaps(self, ready: list[tuple[_Param, Any, int]]) -> None:
+        """No grad may share memory with any param (the step writes the params)."""
+        items = [(p, ptr) for p, _, ptr in ready if p.numel]
+        if not items:
+            return
+        starts = np.fromiter((ptr for _, ptr in items), np.int64, len(items))
+        ends = starts + np.fromiter((p.numel * p.dtype.itemsize for p, _ in items), np.int64)
+        # Params never overlap each other, so sorted by start their ends are
+        # sorted too: only the last param starting before a grad's end can overlap it.
+        k = np.searchsorted(self._starts, ends) - 1
+        hit = (k >= 0) & (self._ends[np.maximum(k, 0)] > starts)
+        if hit.any():
+            i = int(np.argmax(hit))
+            p, q = items[i][0], self.params[self._order[int(k[i])]]
+            whose = "its param" if q is p else f"param {q.label}"
+            raise GradError(f"grad for param {p.label} shares memory with {whose}; pass a copy")
+
+    def _tables(self, items: list[tuple[_Param, Any, int]]) -> Any:
         """The chunk table of these tensors (tensor row, first element), on the device."""
-        counts = np.array([-(-p.numel // CHUNK) for p, _ in items], np.int64)
+        counts = np.array([-(-item[0].numel // CHUNK) for item in items], np.int64)
         rows = np.repeat(np.arange(len(items), dtype=np.int64), counts)
         first = np.repeat(np.cumsum(counts) - counts, counts)
         starts = (np.arange(rows.size, dtype=np.int64) - first) * CHUNK
@@ -348,7 +372,7 @@ class CudaEngine:
 
     def _launch_norm(
         self,
-        by_dtype: dict[np.dtype, list[tuple[_Param, Any]]],
+        by_dtype: dict[np.dtype, list[tuple[_Param, Any, int]]],
         tables: dict[np.dtype, Any],
         glob: Any,
         grad_scale: float,
@@ -359,7 +383,7 @@ class CudaEngine:
         partials = self.device.zeros(2 * max(1, sum(counts.values())), np.float64)
         offset = 0
         for dtype, chunks in tables.items():
-            rows = [[0, self.device.ptr(g), 0, 0, 0, 0, p.numel, 0] for p, g in by_dtype[dtype]]
+            rows = [[0, ptr, 0, 0, 0, 0, p.numel, 0] for p, _, ptr in by_dtype[dtype]]
             tab = self.device.to_device(np.array(rows, np.int64).reshape(-1))
             self.device.launch(
                 f"norm_partials_{_DTYPES[dtype]}",
@@ -460,3 +484,4 @@ class CudaEngine:
         for p, (step, aux, averaged, slots, average, master) in zip(self.params, staged):
             p.step, p.aux, p.averaged, p.slots, p.average = step, aux, averaged, slots, average
             p.master = master
+            p.row = None
