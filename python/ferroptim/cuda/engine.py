@@ -288,8 +288,11 @@ class CudaEngine:
                 used = used_by_group[p.group]
                 slots = p.slots
                 fresh = (slots[0] is None, slots[1] is None, slots[2] is None)
-                if p.row is None or (used[0] and fresh[0]) or (used[1] and fresh[1]) or (
-                    used[2] and fresh[2]
+                if (
+                    p.row is None
+                    or (used[0] and fresh[0])
+                    or (used[1] and fresh[1])
+                    or (used[2] and fresh[2])
                 ):
                     for k in range(3):
                         if used[k] and slots[k] is None:
