@@ -332,27 +332,20 @@ FO_RULE(radam, Radam)
 FO_RULE(lion, Lion)
 
 // ---------------------------------------------------------------- grad norm
-// Pass 1: per chunk, Σ g² in float64 and max |g| (NaN-propagating),
-// each block reducing in a fixed tree order. Pass 2 (one block) reduces the
-// partials in a fixed order too, so the norm has the same bits on every run.
+// Pass 1: per chunk, Σ g² in float64 and max |g| (NaN-propagating). Pass 2
+// (one block) reduces the partials.
 
-template <typename T>
-FO_DEVICE void fo_norm_partials(const i64* tab, const i64* chunks, double* partials, int chunk) {
+// One thread's running (Σ, max) with NaN remembered; then the block's, reduced
+// in a fixed tree order so the result has the same bits on every run.
+FO_DEVICE void fo_accumulate(double& sum, double& mx, bool& nan, double add, double candidate) {
+    sum += add;
+    nan = nan || candidate != candidate;
+    mx = candidate > mx ? candidate : mx;
+}
+
+FO_DEVICE void fo_block_reduce(double& sum, double& mx, bool nan) {
     FO_SHARED double sums[FO_THREADS_MAX];
     FO_SHARED double maxes[FO_THREADS_MAX];
-    const i64* c = chunks + 2 * (i64)blockIdx.x;
-    const i64* t = tab + FO_TAB * c[0];
-    i64 lo = c[1];
-    i64 hi = lo + chunk < t[6] ? lo + chunk : t[6];
-    const T* grad = (const T*)t[1];
-    double sum = 0.0, mx = 0.0;
-    bool nan = false;
-    for (i64 i = lo + threadIdx.x; i < hi; i += blockDim.x) {
-        double g = fabs(fo_value(grad[i]));
-        sum += g * g;
-        nan = nan || g != g;
-        mx = g > mx ? g : mx;
-    }
     sums[threadIdx.x] = sum;
     maxes[threadIdx.x] = nan ? FO_NAN : mx;
     FO_SYNC();
@@ -364,9 +357,27 @@ FO_DEVICE void fo_norm_partials(const i64* tab, const i64* chunks, double* parti
         }
         FO_SYNC();
     }
+    sum = sums[0];
+    mx = maxes[0];
+}
+
+template <typename T>
+FO_DEVICE void fo_norm_partials(const i64* tab, const i64* chunks, double* partials, int chunk) {
+    const i64* c = chunks + 2 * (i64)blockIdx.x;
+    const i64* t = tab + FO_TAB * c[0];
+    i64 lo = c[1];
+    i64 hi = lo + chunk < t[6] ? lo + chunk : t[6];
+    const T* grad = (const T*)t[1];
+    double sum = 0.0, mx = 0.0;
+    bool nan = false;
+    for (i64 i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+        double g = fabs(fo_value(grad[i]));
+        fo_accumulate(sum, mx, nan, g * g, g);
+    }
+    fo_block_reduce(sum, mx, nan);
     if (threadIdx.x == 0) {
-        partials[2 * (i64)blockIdx.x] = sums[0];
-        partials[2 * (i64)blockIdx.x + 1] = maxes[0];
+        partials[2 * (i64)blockIdx.x] = sum;
+        partials[2 * (i64)blockIdx.x + 1] = mx;
     }
 }
 
@@ -397,31 +408,15 @@ extern "C" __global__ void half_roundtrip(const float* in, unsigned short* half,
 // A non-finite grad is one whose |g| is not finite: an inf or NaN maximum.
 extern "C" __global__ void norm_finish(const double* partials, i64 count, const double* opts,
                                        double* glob) {
-    FO_SHARED double sums[FO_THREADS_MAX];
-    FO_SHARED double maxes[FO_THREADS_MAX];
-    double sum = 0.0, mx = 0.0;
+    double sum = 0.0, maxabs = 0.0;
     bool nan = false;
     for (i64 k = threadIdx.x; k < count; k += blockDim.x) {
-        sum += partials[2 * k];
-        double m = partials[2 * k + 1];
-        nan = nan || m != m;
-        mx = m > mx ? m : mx;
+        fo_accumulate(sum, maxabs, nan, partials[2 * k], partials[2 * k + 1]);
     }
-    sums[threadIdx.x] = sum;
-    maxes[threadIdx.x] = nan ? FO_NAN : mx;
-    FO_SYNC();
-    for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
-        if (threadIdx.x < half) {
-            sums[threadIdx.x] += sums[threadIdx.x + half];
-            double a = maxes[threadIdx.x], b = maxes[threadIdx.x + half];
-            maxes[threadIdx.x] = (a != a || b != b) ? FO_NAN : (b > a ? b : a);
-        }
-        FO_SYNC();
-    }
+    fo_block_reduce(sum, maxabs, nan);
     if (threadIdx.x == 0) {
-        double maxabs = maxes[0];
         // The norm of the grads as the step sees them (host scale: accumulation).
-        double norm = (opts[1] != 0.0 ? maxabs : sqrt(sums[0])) * opts[3];
+        double norm = (opts[1] != 0.0 ? maxabs : sqrt(sum)) * opts[3];
         bool finite = maxabs - maxabs == 0.0;  // false for inf and NaN
         double multiplier = opts[3];
         if (opts[0] >= 0.0) {
