@@ -517,6 +517,11 @@ def test_accumulate_validation() -> None:
     assert opt.step([np.ones(3)]) is False
     assert opt.step([np.ones(3)]) is True
     np.testing.assert_allclose(p[0], -0.1)
+    # A 0-d param's grad must be an array: a NumPy scalar would not add in place.
+    scalar = fo.SGD([np.zeros(())], lr=0.1, accumulate=2)
+    with pytest.raises(exceptions.DtypeError, match="NumPy float64 array"):
+        scalar.step([np.float64(1.0)])
+    assert scalar.step([np.ones(())]) is False
 
 
 # -- freeze / unfreeze -------------------------------------------------------------------

@@ -273,11 +273,10 @@ class Optimizer:
             if g is None:
                 continue
             kind = "GPU" if self._gpu else "NumPy"
-            if (
-                _on_gpu(g) != self._gpu
-                or not hasattr(g, "dtype")
-                or g.dtype != self._engine_dtype(i)
-            ):
+            # A NumPy scalar would pass a dtype check, but `+=` on it rebinds
+            # instead of adding in place: insist on arrays of the right kind.
+            right_kind = _on_gpu(g) if self._gpu else isinstance(g, np.ndarray) and not _on_gpu(g)
+            if not right_kind or g.dtype != self._engine_dtype(i):
                 raise DtypeError(
                     f"grads[{i}] must be a {kind} {self._engine_dtype(i)} array, got "
                     f"{g.dtype if hasattr(g, 'dtype') else type(g).__name__} "
