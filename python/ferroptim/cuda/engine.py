@@ -288,19 +288,13 @@ class CudaEngine:
                 used = used_by_group[p.group]
                 slots = p.slots
                 fresh = (slots[0] is None, slots[1] is None, slots[2] is None)
-                if (
-                    p.row is None
-                    or (used[0] and fresh[0])
-                    or (used[1] and fresh[1])
-                    or (used[2] and fresh[2])
-                ):
-                    for k in range(3):
-                        if used[k] and slots[k] is None:
-                            slots[k] = self.device.zeros(p.shape, p.state_dtype)
-                            p.row = None
-                    if p.dtype == HALF and p.master is None:
-                        p.master = p.array.astype(np.float32)
+                for k in range(3):
+                    if used[k] and fresh[k]:
+                        slots[k] = self.device.zeros(p.shape, p.state_dtype)
                         p.row = None
+                if p.dtype == HALF and p.master is None:
+                    p.master = p.array.astype(np.float32)
+                    p.row = None
                 weight = self._average_weight(p.averaged) if averaging else None
                 if weight is not None:
                     if p.average is None:
