@@ -342,7 +342,7 @@ def _snapshot(trainer):
 @pytest.mark.parametrize(
     ("other", "words"),
     [
-        ({"hidden": (12,)}, ["params differ", "0.W", "model config differs in ['hidden']"]),
+        ({"hidden": (12,)}, ["params differ", "hidden1.W", "model config differs in ['hidden']"]),
         ({"hidden": (8, 8)}, ["params differ", "model config differs in ['hidden']"]),
         ({"dtype": np.float64}, ["dtype float32 != float64", "'dtype'"]),
         ({"opt_cls": fo.Adam}, ["optimizer AdamW != Adam"]),

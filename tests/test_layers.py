@@ -189,22 +189,47 @@ def test_backward_before_forward_raises() -> None:
 
 def test_sequential_names_init_and_binding() -> None:
     model = mlp(4, hidden=(8, 6), n_outputs=3, seed=0)
-    assert model.arena.names == ["0.W", "0.b", "2.W", "2.b", "4.W", "4.b"]
-    assert model.arena.shapes["2.W"] == (8, 6) and model.arena.shapes["4.b"] == (3,)
+    # Named layers, so fine-tuning patterns ("head.*", "hidden*") apply.
+    assert model.arena.names == [
+        "hidden1.W",
+        "hidden1.b",
+        "hidden2.W",
+        "hidden2.b",
+        "head.W",
+        "head.b",
+    ]
+    assert model.arena.shapes["hidden2.W"] == (8, 6) and model.arena.shapes["head.b"] == (3,)
     assert model.arena.dtype == np.float32
-    for i in (0, 2, 4):
+    for i, name in ((0, "hidden1"), (2, "hidden2"), (4, "head")):
         layer = model.layers[i]
         assert isinstance(layer, Dense)
         assert np.shares_memory(layer.W, model.arena.data)
         assert np.shares_memory(layer.dW, model.arena.grad)
-        assert np.all(model.arena.params[f"{i}.b"] == 0)
-        assert np.any(model.arena.params[f"{i}.W"] != 0)
+        assert np.shares_memory(layer.W, model.arena.params[f"{name}.W"])
+        assert np.all(model.arena.params[f"{name}.b"] == 0)
+        assert np.any(model.arena.params[f"{name}.W"] != 0)
     assert [model.layers[i].init for i in (0, 2, 4)] == ["he", "he", "xavier"]
     tanh = mlp(4, hidden=(8,), n_outputs=3, activation="tanh")
     assert [tanh.layers[i].init for i in (0, 2)] == ["xavier", "xavier"]
     assert isinstance(model, Model)
     with_dropout = mlp(4, hidden=(8, 6), n_outputs=3, dropout=0.1)
-    assert with_dropout.arena.names == ["0.W", "0.b", "3.W", "3.b", "6.W", "6.b"]
+    assert with_dropout.arena.names == model.arena.names
+    assert model.arena.select("head.*").names == ["head.W", "head.b"]
+    assert len(model.arena.select("hidden*").names) == 4
+
+
+def test_sequential_layer_names() -> None:
+    plain = Sequential([Dense(2, 3), ReLU(), Dense(3, 1)])
+    assert plain.arena.names == ["0.W", "0.b", "2.W", "2.b"]  # unnamed: the index
+    named = Sequential([Dense(2, 3), ReLU(), Dense(3, 1)], names=["base", None, "head"])
+    assert named.arena.names == ["base.W", "base.b", "head.W", "head.b"]
+    # The names survive a config round trip, with the same initial params.
+    again = build_model(named.config())
+    assert again.arena.names == named.arena.names
+    np.testing.assert_array_equal(again.arena.data, named.arena.data)
+    for bad in (["a", "b"], ["a", "a", "b"], ["a", "", "b"], "abc", ["a", 1, "b"]):
+        with pytest.raises(ValueError, match="names"):
+            Sequential([Dense(2, 3), ReLU(), Dense(3, 1)], names=bad)
 
 
 def test_init_statistics() -> None:
@@ -636,7 +661,9 @@ def test_model_configs_and_conventions() -> None:
     assert logistic_regression(3, 2).forward(np.ones((2, 3)), False).shape == (2, 2)
     assert logistic_regression(3, 1).forward(np.ones((2, 3)), False).shape == (2, 1)
     model = mlp(3, hidden=(), n_outputs=4)
-    assert model.arena.names == ["0.W", "0.b"]
+    assert model.arena.names == ["head.W", "head.b"]
+    assert linear_regression(3).arena.names == ["head.W", "head.b"]
+    assert logistic_regression(3, 2).arena.names == ["head.W", "head.b"]
     assert mlp(3).config()["hidden"] == [128, 64]
     for bad in ({"type": "resnet"}, {"type": "mlp", "n_features": 3, "width": 2}, {}):
         with pytest.raises(ValueError):

@@ -117,9 +117,13 @@ def test_every_dataset_kind(tmp_path, npz_file, csv_file, dataset, extra, metric
 @pytest.mark.parametrize(
     ("model", "dataset", "layout"),
     [
-        ("linear", "synthetic-regression", {"0.W": [20, 1], "0.b": [1]}),
-        ("logistic", SMALL, {"0.W": [10, 3], "0.b": [3]}),
-        ("mlp", SMALL, {"0.W": [10, 16], "0.b": [16], "3.W": [16, 3], "3.b": [3]}),
+        ("linear", "synthetic-regression", {"head.W": [20, 1], "head.b": [1]}),
+        ("logistic", SMALL, {"head.W": [10, 3], "head.b": [3]}),
+        (
+            "mlp",
+            SMALL,
+            {"hidden1.W": [10, 16], "hidden1.b": [16], "head.W": [16, 3], "head.b": [3]},
+        ),
     ],
 )
 def test_every_model(tmp_path, model, dataset, layout):
@@ -318,12 +322,12 @@ def test_hidden_dropout_ema_and_activation_flags(tmp_path):
     assert model["activation"] == "tanh"
     # Layers: Dense, Tanh, Dropout, Dense, Tanh, Dropout, Dense.
     assert state["layout"] == {
-        "0.W": [10, 12],
-        "0.b": [12],
-        "3.W": [12, 6],
-        "3.b": [6],
-        "6.W": [6, 3],
-        "6.b": [3],
+        "hidden1.W": [10, 12],
+        "hidden1.b": [12],
+        "hidden2.W": [12, 6],
+        "hidden2.b": [6],
+        "head.W": [6, 3],
+        "head.b": [3],
     }
     slots = {slot for st in state["optimizer"]["state"].values() for slot in st}
     assert "averaged_param" in slots  # the EMA is kept

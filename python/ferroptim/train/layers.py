@@ -11,7 +11,8 @@ with, and reads the grads ``model.backward`` wrote, with no copies.
 The model protocol the trainer relies on (see :class:`ferroptim.train.models.Model`):
 
 * ``model.arena``: the :class:`ParamArena` holding every param, named
-  ``"<layer index>.<param>"`` (``"0.W"``, ``"0.b"``, ``"2.W"``, ...);
+  ``"<layer name>.<param>"`` (the built-in models: ``"hidden1.W"``, ...,
+  ``"head.W"``; a plain :class:`Sequential`: the layer index, ``"0.W"``, ...);
 * ``model.forward(X, train) -> Y``: logits for classifiers, predictions for regressors;
 * ``model.backward(dL/dY) -> None``: writes ``dL/dparam`` into ``arena.grads[name]``
   for the params of the last forward;
@@ -301,11 +302,29 @@ def layer_from_config(config: Mapping[str, Any]) -> Layer:
         raise ValueError(f"bad config for layer {kind}: {e}") from None
 
 
+def _layer_names(names: Sequence[str | None] | None, n: int) -> list[str]:
+    """One prefix per layer: the given name, or the layer index."""
+    if names is None:
+        return [str(i) for i in range(n)]
+    if isinstance(names, str) or len(names) != n:
+        raise ValueError(f"names: expected a list of {n} names (one per layer), got {names!r}")
+    out = [str(i) if name is None else name for i, name in enumerate(names)]
+    for name in out:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"names: each must be a non-empty string or None, got {name!r}")
+    if len(set(out)) != n:
+        raise ValueError(f"names: must be unique, got {out}")
+    return out
+
+
 class Sequential:
     """A chain of layers whose params live in one :class:`ParamArena`.
 
     The param ``k`` of the layer at index ``i`` is ``arena.params[f"{i}.{k}"]``
-    (``"0.W"``, ``"0.b"``, ``"2.W"``, ...), float32 by default or float64 via
+    (``"0.W"``, ``"0.b"``, ``"2.W"``, ...), or ``f"{names[i]}.{k}"`` when ``names``
+    gives the layers names (one entry per layer, ``None`` keeps the index: e.g.
+    ``"hidden1"`` ... ``"head"``, so ``arena.select("head.*")`` picks the output
+    layer for fine-tuning). float32 by default or float64 via
     ``dtype``. Weights are initialised from ``np.random.Generator(PCG64(seed))``
     in layer order (biases zero); the same generator then draws the Dropout
     masks, so ``(seed, architecture)`` fixes the initial params and
@@ -315,7 +334,13 @@ class Sequential:
     every entry of ``arena.grad`` (each param is used by the last forward).
     """
 
-    def __init__(self, layers: Sequence[Layer], seed: int = 0, dtype: Any = np.float32) -> None:
+    def __init__(
+        self,
+        layers: Sequence[Layer],
+        seed: int = 0,
+        dtype: Any = np.float32,
+        names: Sequence[str | None] | None = None,
+    ) -> None:
         self.layers = list(layers)
         for layer in self.layers:
             if not isinstance(layer, Layer):
@@ -323,10 +348,11 @@ class Sequential:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed: must be a non-negative integer, got {seed!r}")
         self.seed = int(seed)
+        self.names = _layer_names(names, len(self.layers))
         shapes: dict[str, Shape] = {}
         for i, layer in enumerate(self.layers):
             for k, shape in layer.param_shapes().items():
-                shapes[f"{i}.{k}"] = shape
+                shapes[f"{self.names[i]}.{k}"] = shape
         if not shapes:
             raise ValueError("Sequential: needs at least one layer with params")
         self.arena = ParamArena(shapes, dtype)
@@ -334,8 +360,8 @@ class Sequential:
         self.rng = np.random.Generator(np.random.PCG64(self.seed))
         for i, layer in enumerate(self.layers):
             keys = layer.param_shapes()
-            params = {k: self.arena.params[f"{i}.{k}"] for k in keys}
-            grads = {k: self.arena.grads[f"{i}.{k}"] for k in keys}
+            params = {k: self.arena.params[f"{self.names[i]}.{k}"] for k in keys}
+            grads = {k: self.arena.grads[f"{self.names[i]}.{k}"] for k in keys}
             layer.init_params(self.rng, params)
             layer.bind(params, grads)
             layer.set_rng(self.rng)
@@ -389,12 +415,15 @@ class Sequential:
         architecture with the same initial params."""
         if self.spec is not None:
             return copy.deepcopy(self.spec)
-        return {
+        config = {
             "type": "sequential",
             "layers": [layer.config() for layer in self.layers],
             "seed": self.seed,
             "dtype": self.dtype.name,
         }
+        if self.names != [str(i) for i in range(len(self.layers))]:
+            config["names"] = list(self.names)
+        return config
 
     @property
     def n_params(self) -> int:

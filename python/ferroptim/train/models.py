@@ -1,7 +1,11 @@
 """The model protocol, the model factories, and :func:`build_model`.
 
-Every factory returns a :class:`~ferroptim.train.layers.Sequential` whose
-``config()`` is ``{"type": <factory name>, **its arguments}`` (``dtype`` as a
+Every factory returns a :class:`~ferroptim.train.layers.Sequential` with named
+layers, so fine-tuning patterns apply: the output layer's params are
+``"head.W"`` and ``"head.b"``, the hidden layers' of :func:`mlp` are
+``"hidden1.W"``, ``"hidden1.b"``, ``"hidden2.W"``, ... (select the body with
+``arena.select("hidden*")``, the output layer with ``arena.select("head.*")``).
+Its ``config()`` is ``{"type": <factory name>, **its arguments}`` (``dtype`` as a
 string), so ``build_model(model.config())`` rebuilds the same architecture with
 the same initial params. The output convention: regressors output predictions
 ``(N, n_outputs)``; classifiers output *logits*, one per class.
@@ -83,9 +87,9 @@ def linear_regression(
     n_features: int, n_outputs: int = 1, seed: int = 0, dtype: Any = np.float32
 ) -> Sequential:
     r"""Linear regression :math:`\hat y = x W + b`, ``W`` Xavier-initialised:
-    one :class:`Dense` layer (params ``"0.W"``, ``"0.b"``); outputs ``(N, n_outputs)``.
+    one :class:`Dense` layer (params ``"head.W"``, ``"head.b"``); outputs ``(N, n_outputs)``.
     Train with ``"mse"`` (or ``"mae"``, ``"huber"``)."""
-    model = Sequential([Dense(n_features, n_outputs)], seed=seed, dtype=dtype)
+    model = Sequential([Dense(n_features, n_outputs)], seed=seed, dtype=dtype, names=["head"])
     return _with_spec(
         model,
         {
@@ -108,11 +112,11 @@ def logistic_regression(
     Convention: the number of logits always equals ``n_classes``, so
     ``n_classes=2`` gives **two** logits (softmax over 2 classes). For the
     single-logit binary form (:math:`p = \sigma(z)`, trained with ``"bce"``),
-    pass ``n_classes=1``.
+    pass ``n_classes=1``. Params ``"head.W"``, ``"head.b"``.
     """
     if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)):
         raise ValueError(f"n_classes: must be a positive integer, got {n_classes!r}")
-    model = Sequential([Dense(n_features, n_classes)], seed=seed, dtype=dtype)
+    model = Sequential([Dense(n_features, n_classes)], seed=seed, dtype=dtype, names=["head"])
     return _with_spec(
         model,
         {
@@ -139,8 +143,9 @@ def mlp(
     linear ``Dense(prev, n_outputs)`` output (logits or predictions).
 
     Hidden Dense layers use He init for ``"relu"`` and Xavier for ``"tanh"`` /
-    ``"sigmoid"``; the output layer uses Xavier. Params are named by layer
-    index: without dropout ``"0.W"``, ``"0.b"``, ``"2.W"``, ``"2.b"``, ``"4.W"``, ...
+    ``"sigmoid"``; the output layer uses Xavier. Params are named by layer:
+    ``"hidden1.W"``, ``"hidden1.b"``, ``"hidden2.W"``, ..., then ``"head.W"``,
+    ``"head.b"`` (so ``arena.select("head.*")`` is the output layer).
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation: must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
@@ -150,14 +155,18 @@ def mlp(
     dropout = float(dropout)
     init = "he" if activation == "relu" else "xavier"
     layers: list[Layer] = []
+    names: list[str | None] = []
     prev = n_features
-    for width in widths:
+    for i, width in enumerate(widths, 1):
         layers += [Dense(prev, width, init=init), ACTIVATIONS[activation]()]
+        names += [f"hidden{i}", f"{activation}{i}"]
         if dropout > 0:
             layers.append(Dropout(dropout))
+            names.append(f"dropout{i}")
         prev = width
     layers.append(Dense(prev, n_outputs))
-    model = Sequential(layers, seed=seed, dtype=dtype)
+    names.append("head")
+    model = Sequential(layers, seed=seed, dtype=dtype, names=names)
     return _with_spec(
         model,
         {
@@ -174,9 +183,12 @@ def mlp(
 
 
 def _sequential(
-    layers: Sequence[Mapping[str, Any]], seed: int = 0, dtype: Any = np.float32
+    layers: Sequence[Mapping[str, Any]],
+    seed: int = 0,
+    dtype: Any = np.float32,
+    names: Sequence[str | None] | None = None,
 ) -> Sequential:
-    return Sequential([layer_from_config(c) for c in layers], seed=seed, dtype=dtype)
+    return Sequential([layer_from_config(c) for c in layers], seed=seed, dtype=dtype, names=names)
 
 
 MODELS: dict[str, Callable[..., Sequential]] = {
