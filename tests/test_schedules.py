@@ -29,6 +29,7 @@ import pytest
 
 import ferroptim as fo
 from ferroptim import schedules as S
+from ferroptim.exceptions import HyperparameterError, StateDictError
 
 STEPS = 1000
 LRS = (0.1, 0.03)
@@ -804,6 +805,31 @@ BAD: list[tuple[str, Callable[[], Any], str]] = [
     ("batch increment", lambda: S.linear_batch_size(8, -1, 64), "increment"),
     ("batch rate", lambda: S.exponential_batch_size(8, 0.9, 64), "rate"),
     ("batch epoch", lambda: S.linear_batch_size(8, 1, 64)(-1), "epoch"),
+    # Values no hyperparameter can take (all are >= 0; momenta lie in [0, 1]).
+    ("one_cycle negative max_lr", lambda: S.one_cycle(-1, 10), "max_lr"),
+    ("one_cycle zero max_lr", lambda: S.one_cycle(0.0, 10), "max_lr"),
+    ("one_cycle total negative", lambda: S.one_cycle(0.1, -5), "total_steps"),
+    ("one_cycle pct negative", lambda: S.one_cycle(0.1, 100, pct_start=-0.1), "pct_start"),
+    ("one_cycle three_phase type", lambda: S.one_cycle(0.1, 100, three_phase="no"), "three_phase"),
+    ("one_cycle_momentum > 1", lambda: S.one_cycle_momentum(100, 0.85, 1.5), "max_momentum"),
+    ("one_cycle_momentum order", lambda: S.one_cycle_momentum(100, 0.95, 0.85), "base_momentum"),
+    ("constant negative", lambda: S.constant(-0.1), "value"),
+    ("step base negative", lambda: S.step_decay(10, base=-1.0), "base"),
+    ("cosine eta_min negative", lambda: S.cosine_annealing(10, eta_min=-1e-3), "eta_min"),
+    ("restarts eta_min negative", lambda: S.cosine_warm_restarts(10, eta_min=-1.0), "eta_min"),
+    ("polynomial end negative", lambda: S.polynomial(10, end=-0.5), "end"),
+    ("cyclic base_lr negative", lambda: S.cyclic(-0.01, 0.1), "base_lr"),
+    ("cyclic max below base", lambda: S.cyclic(0.1, 0.01), "max_lr"),
+    ("cyclic_momentum order", lambda: S.cyclic_momentum(0.9, 0.8), "base_momentum"),
+    ("warmup peak negative", lambda: S.warmup_cosine(-1.0, 0, 10), "peak"),
+    ("warmup start negative", lambda: S.warmup_cosine(1.0, 2, 10, start=-1.0), "start"),
+    ("lambda base negative", lambda: S.lambda_schedule(_f1, base=-2.0), "base"),
+    ("Schedule name", lambda: S.Schedule(_f1, name=3), "name"),
+    (
+        "scheduler value the optimizer refuses",
+        lambda: S.Scheduler(_opt1(), lambda t: -0.1),
+        "lr",
+    ),
 ]
 
 
@@ -815,9 +841,95 @@ def test_bad_arguments_raise_value_error_naming_them(
         call()
 
 
+@pytest.mark.parametrize(
+    ("what", "call", "name"), [b for b in BAD if not b[0].startswith("plateau metric")],
+    ids=[b[0] for b in BAD if not b[0].startswith("plateau metric")],
+)
+def test_bad_arguments_raise_the_package_error(
+    what: str, call: Callable[[], Any], name: str
+) -> None:
+    """The package's own errors (ValueError subclasses), so one except clause catches them."""
+    with pytest.raises((HyperparameterError, StateDictError), match=name):
+        call()
+
+
 def test_scheduler_notices_a_new_param_group() -> None:
     opt = _opt1()
     sched = S.Scheduler(opt, S.constant())
     opt.add_param_group({"params": [np.zeros(1)]})
     with pytest.raises(ValueError, match="param groups"):
         sched.step()
+
+
+# -- a failed call changes nothing ------------------------------------------------
+
+
+def _lrs(opt: Any) -> list[Any]:
+    return [dict((k, v) for k, v in g.items() if k != "params") for g in opt.param_groups]
+
+
+def _nan_at(bad: int) -> Callable[[int], float]:
+    return lambda t: math.nan if t == bad else 0.5**t
+
+
+def test_failed_scheduler_step_changes_nothing() -> None:
+    opt = _ferro_opt()
+    sched = S.Scheduler(opt, S.lambda_schedule(_nan_at(3)))
+    sched.step()
+    sched.step()
+    groups, last = _lrs(opt), sched.get_last_lr()
+    for _ in range(2):  # a retry fails the same way: the counter did not move
+        with pytest.raises(HyperparameterError, match="nan"):
+            sched.step()
+        assert sched.t == sched.last_epoch == 2
+        assert _lrs(opt) == groups and sched.get_last_lr() == last
+    assert sched.state_dict()["last_epoch"] == 2
+
+
+def test_scheduler_step_refusing_a_negative_value_changes_nothing() -> None:
+    opt = _ferro_opt()
+    sched = S.Scheduler(opt, lambda t: 0.1 - 0.05 * t)  # absolute: 0.1, 0.05, 0.0, -0.05
+    sched.step()
+    sched.step()
+    groups = _lrs(opt)
+    with pytest.raises(HyperparameterError, match="lr"):
+        sched.step()
+    assert sched.t == 2 and _lrs(opt) == groups
+
+
+def test_scheduler_step_after_a_new_group_changes_nothing() -> None:
+    opt = _opt1()
+    sched = S.Scheduler(opt, S.exponential(0.5))
+    opt.add_param_group({"params": [np.zeros(1)]})
+    with pytest.raises(ValueError, match="param groups"):
+        sched.step()
+    assert sched.t == 0
+
+
+def test_failed_scheduler_construction_changes_nothing() -> None:
+    opt = _ferro_opt()
+    before = _lrs(opt)
+    with pytest.raises(HyperparameterError):
+        S.Scheduler(opt, S.lambda_schedule(_nan_at(0)))
+    assert _lrs(opt) == before  # no initial_lr left behind
+
+
+def test_failed_scheduler_load_changes_nothing() -> None:
+    opt = _ferro_opt()
+    sched = S.Scheduler(opt, S.lambda_schedule(_nan_at(7)))
+    sched.step()
+    groups, state = _lrs(opt), sched.state_dict()
+    with pytest.raises(HyperparameterError, match="nan"):
+        sched.load_state_dict({**state, "last_epoch": 7, "base_values": [1.0, 2.0]})
+    assert sched.state_dict() == state and _lrs(opt) == groups
+
+
+def test_failed_plateau_step_changes_nothing() -> None:
+    opt = _ferro_opt()
+    sched = S.ReduceLROnPlateau(opt, patience=0, min_lr=[0.0, 0.0])
+    sched.step(1.0)
+    opt.add_param_group({"params": [np.zeros(1)], "lr": 0.5})  # min_lr has two entries
+    state = sched.state_dict()
+    with pytest.raises(HyperparameterError, match="min_lr"):
+        sched.step(2.0)  # a bad step: would reduce
+    assert sched.state_dict() == state
