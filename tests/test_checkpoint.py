@@ -366,7 +366,7 @@ def test_load_from_another_run_names_the_difference_and_changes_nothing(tmp_path
         assert w in message, message
     assert_same(_snapshot(target), before)
     # ... and the trainer still trains.
-    target.fit(X, y, epochs=2)
+    target.fit(X, y, epochs=1)
     assert target.epoch == 2
 
 
@@ -451,8 +451,9 @@ def build(out_dir):
 
 
 def fit(trainer, epochs):
+    """Trains up to epoch ``epochs`` in total."""
     X, y, Xv, yv = data()
-    trainer.fit(X, y, epochs=epochs, validation_data=(Xv, yv))
+    trainer.fit(X, y, epochs=epochs, validation_data=(Xv, yv), initial_epoch=trainer.epoch)
 
 
 if __name__ == "__main__":
@@ -572,7 +573,7 @@ def test_resume_is_exact_mid_accumulation(tmp_path):
     path = b.save_checkpoint(tmp_path / "b.npz")
     c = build()
     c.load_checkpoint(path)
-    c.fit(X, y, epochs=4)
+    c.fit(X, y, epochs=2)
     assert c.optimizer.num_updates == a.optimizer.num_updates
     np.testing.assert_array_equal(c.get_params(), a.get_params())
 
@@ -600,7 +601,7 @@ def test_resume_keeps_callback_state(tmp_path):
     assert stop.wait == early.wait
     np.testing.assert_array_equal(stop.best_params, early.best_params)
     assert mc.best == first.callbacks[1].best == min(first.history["val_loss"])
-    resumed.fit(X, y, epochs=5, validation_data=(Xv, yv))
+    resumed.fit(X, y, epochs=5, validation_data=(Xv, yv), initial_epoch=resumed.epoch)
     assert len((tmp_path / "history.csv").read_text().strip().splitlines()) == 1 + 5
 
 

@@ -164,15 +164,19 @@ def test_fit_returns_a_history_with_epoch_and_step_records():
     assert "3 epochs" in repr(history)
 
 
-def test_fit_counts_epochs_already_done():
+def test_fit_continues_for_the_given_number_of_epochs():
     X, y = blobs(64)
     trainer = logistic_trainer()
     trainer.fit(X, y, epochs=2)
     steps = len(trainer.history.steps)
-    trainer.fit(X, y, epochs=2)  # nothing left to do
-    assert len(trainer.history.epochs) == 2 and len(trainer.history.steps) == steps
-    trainer.fit(X, y, epochs=3)
-    assert trainer.history["epoch"] == [1, 2, 3]
+    trainer.fit(X, y, epochs=2)  # two more, as a second torch/Keras loop would
+    assert trainer.epoch == 4 and len(trainer.history.steps) == 2 * steps
+    assert trainer.history["epoch"] == [1, 2, 3, 4]
+    # initial_epoch: "up to epoch N" (Keras); nothing left to do at N.
+    trainer.fit(X, y, epochs=4, initial_epoch=trainer.epoch)
+    assert trainer.epoch == 4 and len(trainer.history.steps) == 2 * steps
+    trainer.fit(X, y, epochs=5, initial_epoch=trainer.epoch)
+    assert trainer.history["epoch"] == [1, 2, 3, 4, 5]
 
 
 def test_fit_rejects_bad_input():
@@ -467,7 +471,7 @@ def test_ema_weights_are_used_for_evaluation_and_put_back():
     # Validation during fit used the averaged weights as well.
     assert history["val_loss"][-1] == pytest.approx(expected_loss, rel=1e-10)
     # Training goes on from the raw params.
-    trainer.fit(X, y, epochs=4)
+    trainer.fit(X, y, epochs=1)
     assert trainer.epoch == 4
 
 
@@ -650,7 +654,7 @@ def test_csv_logger_writes_a_header_and_one_row_per_epoch(tmp_path):
     path = tmp_path / "logs" / "history.csv"
     trainer = logistic_trainer(callbacks=[CSVLogger(path)])
     history = trainer.fit(X, y, epochs=3, validation_data=(Xv, yv))
-    trainer.fit(X, y, epochs=4, validation_data=(Xv, yv))  # appends, no second header
+    trainer.fit(X, y, epochs=1, validation_data=(Xv, yv))  # appends, no second header
     with path.open(newline="") as f:
         rows = list(csv.reader(f))
     header, body = rows[0], rows[1:]

@@ -2,31 +2,54 @@
 
 Nested state (dicts, lists, numbers, strings, arrays) is split in two: every
 NumPy array goes into the archive under a generated key and is replaced in
-the header by ``{"__array__": key}``; the rest is JSON. Loading uses
-``np.load(allow_pickle=False)``, so opening a checkpoint never runs code.
+the header by ``{"__array__": key}``; the rest is JSON. Loading never
+unpickles and never runs code.
 
-Writes are atomic: a temporary file in the same folder is written, flushed
-and fsynced, then renamed over the target. A crash mid-write leaves the old
-checkpoint (or none), never a broken one.
+Loading trusts nothing in the file: every array's ``.npy`` header is read
+first and its size checked against the zip member's declared size (and the
+compressed size: no member may inflate past what deflate can produce), then
+exactly that many bytes are read. Whatever is wrong with a file (not a zip,
+truncated, a header that is not a JSON object, nesting deeper than
+:data:`MAX_DEPTH`, an array larger than its member, an unsupported zip
+feature) raises :class:`CheckpointError`.
+
+Writes are atomic: a temporary file ``.{name}.pid{PID}.{random}.tmp`` in the
+same folder is written, flushed and fsynced, then renamed over the target. A
+crash mid-write leaves the old checkpoint (or none), never a broken one. A
+process killed mid-write (``kill -9``) leaves its temporary file behind;
+the next save to the same target removes such leftovers whose process is
+gone. Files get the usual permissions (``0o666`` less the umask).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import tempfile
+import re
+import secrets
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["CheckpointError", "FORMAT", "load", "save"]
+__all__ = ["MAX_DEPTH", "CheckpointError", "FORMAT", "load", "save"]
 
 FORMAT = "ferroptim-checkpoint/1"
 _HEADER = "__header__"
 # Keys that mark encoded values; dicts using them are stored as item lists.
 _MARKERS = {"__array__", "__items__", "__tuple__"}
+#: Deepest nesting of dicts, lists and tuples a checkpoint may hold.
+MAX_DEPTH = 64
+# Deflate cannot expand data by more than about 1032:1; a member claiming
+# more is lying about its size (a zip bomb).
+_MAX_DEFLATE_RATIO = 1100
+_CHUNK = 1 << 24
+# Old versions used mkstemp: ".{name}.XXXXXXXX.tmp" with 8 random characters.
+_LEGACY_TMP = r"[a-z0-9_]{8}"
+_IMPORTED_AT = time.time()
 
 
 class CheckpointError(ValueError):
@@ -55,31 +78,27 @@ def _encode(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint")
 
 
-def _decode(obj: Any, archive: Any) -> Any:
-    if isinstance(obj, dict):
-        if "__array__" in obj:
-            key = obj["__array__"]
-            if key not in archive.files:
-                raise CheckpointError(f"the checkpoint lacks array {key!r}")
-            return archive[key]
-        if "__items__" in obj:
-            return {_decode(k, archive): _decode(v, archive) for k, v in obj["__items__"]}
-        if "__tuple__" in obj:
-            return tuple(_decode(v, archive) for v in obj["__tuple__"])
-        return {k: _decode(v, archive) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_decode(v, archive) for v in obj]
-    return obj
+# -- writing -------------------------------------------------------------------
 
 
 def save(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Writes ``state`` to ``path`` atomically; returns the path."""
+    """Writes ``state`` to ``path`` atomically; returns the path.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The target file; its folder is created if needed.
+    state : dict
+        Nested dicts, lists, tuples, NumPy arrays (not object arrays),
+        numbers, strings, booleans and None.
+    """
     path = Path(path)
     arrays: dict[str, np.ndarray] = {}
     header = {"format": FORMAT, "state": _encode(state, arrays)}
     arrays[_HEADER] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_temp_files(path)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -99,6 +118,66 @@ def save(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
+def _create_temp(path: Path) -> tuple[int, str]:
+    # os.open with mode 0o666 applies the umask as for any file (mkstemp
+    # would force 0o600); O_EXCL keeps the name ours alone.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.pid{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file next to {path}")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # maybe another thread's save in progress
+    if os.name == "nt":
+        return True  # os.kill(pid, 0) would terminate the process there
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
+
+
+def _remove_stale_temp_files(path: Path) -> None:
+    """Removes temporary files of earlier saves to ``path`` whose process died.
+
+    A file of this version names its writer's pid and is stale once that
+    process is gone; a file of an older version (mkstemp names) is stale when
+    it was last written before this module was imported. Best effort: a file
+    we cannot list or remove is left alone.
+    """
+    name = re.escape(path.name)
+    ours = re.compile(rf"\.{name}\.pid(\d+)\.[0-9a-f]+\.tmp")
+    legacy = re.compile(rf"\.{name}\.{_LEGACY_TMP}\.tmp")
+    try:
+        candidates = list(path.parent.glob(f".{glob_escape(path.name)}.*.tmp"))
+    except OSError:
+        return
+    for tmp in candidates:
+        with _suppress():
+            match = ours.fullmatch(tmp.name)
+            if match:
+                stale = not _pid_alive(int(match.group(1)))
+            elif legacy.fullmatch(tmp.name):
+                stale = tmp.stat().st_mtime < _IMPORTED_AT
+            else:
+                continue
+            if stale and tmp.is_file() and not tmp.is_symlink():
+                tmp.unlink()
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob's special characters escaped."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
 class _suppress:
     def __enter__(self) -> None:
         return None
@@ -107,44 +186,155 @@ class _suppress:
         return exc[0] is not None and issubclass(exc[0], OSError)
 
 
+# -- reading -------------------------------------------------------------------
+
+
 def load(path: str | os.PathLike) -> dict[str, Any]:
-    """Reads a checkpoint written by :func:`save`."""
+    """Reads a checkpoint written by :func:`save`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The checkpoint file.
+
+    Raises
+    ------
+    CheckpointError
+        The file is missing, not a checkpoint, corrupt, truncated or hostile.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not hasattr(archive, "files") or _HEADER not in archive.files:
+        with zipfile.ZipFile(path) as archive:
+            reader = _Reader(archive)
+            if _HEADER not in reader.members:
                 raise CheckpointError(f"{path} is not a ferroptim checkpoint (no header)")
-            header = json.loads(archive[_HEADER].tobytes().decode())
+            raw = reader.read(_HEADER)
+            if raw.dtype != np.uint8 or raw.ndim != 1:
+                raise CheckpointError(f"{path}: the header is not a byte string")
+            header = json.loads(raw.tobytes().decode())
+            if not isinstance(header, dict):
+                raise CheckpointError(
+                    f"{path}: the header is a JSON {type(header).__name__}, not an object"
+                )
             if header.get("format") != FORMAT:
                 raise CheckpointError(
                     f"{path} has format {header.get('format')!r}, expected {FORMAT!r}"
                 )
-            state = _decode(header["state"], archive)
-            # Materialize every array now, while the archive is open.
-            return _materialize(state)
-    except CheckpointError:
+            if "state" not in header:
+                raise CheckpointError(f"{path}: the header has no 'state'")
+            return reader.decode(header["state"], 0)
+    except CheckpointError as err:
+        message = str(err)
+        if str(path) not in message:
+            raise CheckpointError(f"{path}: {message}") from err
         raise
+    except RecursionError as err:
+        raise CheckpointError(f"{path} is corrupt: its header is nested too deeply") from err
+    except MemoryError as err:
+        raise CheckpointError(f"{path}: not enough memory for its arrays") from err
     except (
         zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        NotImplementedError,
+        RuntimeError,
         EOFError,
         OSError,
         ValueError,
         KeyError,
         TypeError,
         UnicodeDecodeError,
+        SyntaxError,
     ) as err:
-        raise CheckpointError(f"{path} is corrupt or truncated: {err}") from err
+        detail = " ".join(str(err).split()) or type(err).__name__
+        raise CheckpointError(f"{path} is corrupt or truncated: {detail}") from err
 
 
-def _materialize(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return np.array(obj)
-    if isinstance(obj, dict):
-        return {k: _materialize(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_materialize(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_materialize(v) for v in obj)
-    return obj
+class _Reader:
+    """Reads the ``.npy`` members of a checkpoint's zip, each at most once."""
+
+    def __init__(self, archive: zipfile.ZipFile) -> None:
+        self.archive = archive
+        self.members = {
+            info.filename[:-4]: info
+            for info in archive.infolist()
+            if info.filename.endswith(".npy")
+        }
+        self.used: set[str] = set()
+
+    def read(self, key: str) -> np.ndarray:
+        info = self.members[key]
+        if info.flag_bits & 0x1:
+            raise CheckpointError(f"array {key!r} is encrypted")
+        if info.compress_type == zipfile.ZIP_STORED:
+            if info.file_size != info.compress_size:
+                raise CheckpointError(f"array {key!r}: stored member sizes disagree")
+        elif info.compress_type == zipfile.ZIP_DEFLATED:
+            if info.file_size > _MAX_DEFLATE_RATIO * max(info.compress_size, 1):
+                raise CheckpointError(
+                    f"array {key!r} claims {info.file_size} bytes from "
+                    f"{info.compress_size} compressed: not a real deflate stream"
+                )
+        else:
+            raise CheckpointError(
+                f"array {key!r} uses zip compression method {info.compress_type}; "
+                "only stored and deflated members are read"
+            )
+        with self.archive.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise CheckpointError(f"array {key!r}: unknown .npy version {version}")
+            if dtype.hasobject:
+                raise CheckpointError(f"array {key!r} holds Python objects (pickles are refused)")
+            nbytes = math.prod(shape) * dtype.itemsize
+            # The .npy header and the data must fill the member exactly.
+            if f.tell() + nbytes != info.file_size:
+                raise CheckpointError(
+                    f"array {key!r} declares shape {shape} of {dtype} ({nbytes} bytes) "
+                    f"in a member of {info.file_size} bytes"
+                )
+            out = np.empty(shape, dtype, order="F" if fortran else "C")
+            buffer = memoryview(out.reshape(-1, order="A").view(np.uint8))
+            done = 0
+            while done < nbytes:
+                got = f.readinto(buffer[done : min(done + _CHUNK, nbytes)])
+                if not got:
+                    raise CheckpointError(f"array {key!r} is truncated")
+                done += got
+            if f.read(1):  # reaching the end also checks the CRC
+                raise CheckpointError(f"array {key!r} has trailing data")
+        return out
+
+    def decode(self, obj: Any, depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise CheckpointError(f"the state is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(obj, dict):
+            if "__array__" in obj:
+                key = obj["__array__"]
+                if not isinstance(key, str) or key == _HEADER or key not in self.members:
+                    raise CheckpointError(f"the checkpoint lacks array {key!r}")
+                if key in self.used:
+                    # One array per reference: a file repeating a key could
+                    # otherwise make one member fill memory many times over.
+                    raise CheckpointError(f"array {key!r} is referenced twice")
+                self.used.add(key)
+                return self.read(key)
+            if "__items__" in obj:
+                return {
+                    self.decode(k, depth + 1): self.decode(v, depth + 1)
+                    for k, v in obj["__items__"]
+                }
+            if "__tuple__" in obj:
+                items = obj["__tuple__"]
+                if not isinstance(items, list):
+                    raise CheckpointError("a '__tuple__' must hold a list")
+                return tuple(self.decode(v, depth + 1) for v in items)
+            return {k: self.decode(v, depth + 1) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [self.decode(v, depth + 1) for v in obj]
+        return obj

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,8 @@ from typing import Any
 import numpy as np
 
 from ferroptim.arena import ParamArena
-from ferroptim.train import checkpoint
+from ferroptim.train import _restore, checkpoint
 from ferroptim.train.callbacks import Callback, ProgressBar
-from ferroptim.train.checkpoint import CheckpointError
 from ferroptim.train.data import batches
 
 __all__ = ["FunctionModel", "History", "Trainer"]
@@ -35,9 +35,23 @@ __all__ = ["FunctionModel", "History", "Trainer"]
 class FunctionModel:
     """Adapts ``loss_and_grads(params, X, y) -> (loss, grads)`` to the trainer.
 
-    ``params`` is a dict ``name -> array`` (copied into an arena, whose views
-    are then handed to the function) or a ParamArena; ``predict(params, X)``
-    is optional and enables :meth:`Trainer.predict` and validation metrics.
+    Parameters
+    ----------
+    params : dict of str to numpy.ndarray, or ParamArena
+        The params by name. Training needs them in one arena, so a dict is
+        copied into one (``self.arena``); the trainer then writes the trained
+        values back into your arrays after every update, load and restore, so
+        they keep training. Arrays it cannot write back to (not a writable
+        NumPy array of the arena's dtype, or sharing memory with another)
+        stay as they were, with a warning. Change params through
+        ``model.arena.params`` or ``Trainer.set_params``: the next write-back
+        overwrites edits made to your own arrays.
+    loss_and_grads : callable
+        ``loss_and_grads(params, X_batch, y_batch) -> (loss, grads)``;
+        ``params`` holds views into the arena, ``grads`` is a dict by name.
+    predict : callable, optional
+        ``predict(params, X) -> output``: enables :meth:`Trainer.predict` and
+        validation metrics.
     """
 
     def __init__(
@@ -46,9 +60,43 @@ class FunctionModel:
         loss_and_grads: Callable[[dict[str, np.ndarray], np.ndarray, np.ndarray], Any],
         predict: Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray] | None = None,
     ) -> None:
-        self.arena = params if isinstance(params, ParamArena) else ParamArena.from_arrays(params)
+        self._mirrors: dict[str, np.ndarray] = {}
+        if isinstance(params, ParamArena):
+            self.arena = params
+        else:
+            if not isinstance(params, Mapping):
+                raise TypeError(
+                    f"params must be a dict name -> array or a ParamArena, "
+                    f"not {type(params).__name__}"
+                )
+            self.arena = ParamArena.from_arrays(params)
+            copies = []
+            for name, a in params.items():
+                ok = (
+                    type(a) is np.ndarray
+                    and a.dtype == self.arena.dtype
+                    and a.flags.writeable
+                    and not any(np.may_share_memory(a, m) for m in self._mirrors.values())
+                )
+                if ok:
+                    self._mirrors[name] = a
+                else:
+                    copies.append(name)
+            if copies:
+                warnings.warn(
+                    f"FunctionModel: params {copies} are not writable {self.arena.dtype} NumPy "
+                    "arrays of their own, so training updates a copy and leaves them as they "
+                    "are; read the trained values from model.arena.params",
+                    UserWarning,
+                    stacklevel=2,
+                )
         self.loss_and_grads_fn = loss_and_grads
         self.predict_fn = predict
+
+    def write_back(self) -> None:
+        """Copies the arena's params into the arrays the model was built from."""
+        for name, a in self._mirrors.items():
+            a[...] = self.arena.params[name]
 
     def loss_and_grads(self, X: np.ndarray, y: np.ndarray) -> float:
         loss, grads = self.loss_and_grads_fn(self.arena.params, X, y)
@@ -195,6 +243,12 @@ class Trainer:
 
     def set_params(self, values: np.ndarray) -> None:
         self.model.arena.data[...] = values
+        self._write_back()
+
+    def _write_back(self) -> None:
+        """Keeps a FunctionModel's user arrays equal to the trained params."""
+        if isinstance(self.model, FunctionModel):
+            self.model.write_back()
 
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
@@ -222,6 +276,8 @@ class Trainer:
         t2 = time.perf_counter()
         self.timing["forward_backward"] += t1 - t0
         self.timing["optimizer"] += t2 - t1
+        if updated:
+            self._write_back()
         if updated and self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
         return float(loss), out
@@ -232,14 +288,47 @@ class Trainer:
         y: np.ndarray,
         epochs: int = 10,
         validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        *,
+        initial_epoch: int | None = None,
     ) -> History:
-        """Trains until ``epochs`` epochs are complete (counting any already
-        done before a resume) or a callback stops it; returns the history."""
+        """Trains for ``epochs`` more epochs (or until a callback stops it).
+
+        A second call continues where the first ended: ``fit(X, y, epochs=3)``
+        twice trains 6 epochs. To train *up to* an epoch instead, as Keras
+        does, give ``initial_epoch``: ``fit(X, y, epochs=10,
+        initial_epoch=trainer.epoch)`` after :meth:`load_checkpoint` finishes
+        a 10-epoch run however far it got.
+
+        Parameters
+        ----------
+        X : numpy.ndarray
+            Training inputs, one row per sample.
+        y : numpy.ndarray
+            Training targets, as many rows as ``X``.
+        epochs : int
+            Epochs to train in this call; with ``initial_epoch``, the epoch to stop at.
+        validation_data : tuple of numpy.ndarray, optional
+            ``(X_val, y_val)``, evaluated after every epoch (``val_*`` in the logs).
+        initial_epoch : int, optional
+            Completed epochs to count from (sets :attr:`epoch`; Keras' meaning).
+
+        Returns
+        -------
+        History
+            The history of the whole run, this call's epochs appended.
+        """
         if len(X) != len(y):
             raise ValueError(f"X has {len(X)} rows, y has {len(y)}")
-        if epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {epochs}")
-        self.epochs = epochs
+        for name, value in (("epochs", epochs), ("initial_epoch", initial_epoch)):
+            if value is None and name == "initial_epoch":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if initial_epoch is None:
+            epochs = self.epoch + int(epochs)
+        else:
+            self.epoch = int(initial_epoch)
+        self.epochs = int(epochs)
         self._n_train = len(X)
         self.stop_training = False
         start_total = time.perf_counter()
@@ -353,55 +442,29 @@ class Trainer:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restores a run; every mismatch is reported before anything changes."""
-        problems = []
-        if state.get("layout") != self._layout():
-            mine, theirs = self._layout(), state.get("layout") or {}
-            diff = sorted(n for n in set(mine) | set(theirs) if mine.get(n) != theirs.get(n))
-            problems.append(f"params differ: {diff[:5]}{'...' if len(diff) > 5 else ''}")
-        if state.get("dtype") != str(self.model.arena.dtype):
-            problems.append(f"dtype {state.get('dtype')} != {self.model.arena.dtype}")
-        if state.get("optimizer_class") != type(self.optimizer).__name__:
-            problems.append(
-                f"optimizer {state.get('optimizer_class')} != {type(self.optimizer).__name__}"
-            )
-        model_config = self.model.config() if hasattr(self.model, "config") else {}
-        saved_model = (state.get("config") or {}).get("model", {})
-        if saved_model != model_config:
-            keys = sorted(
-                k
-                for k in set(saved_model) | set(model_config)
-                if saved_model.get(k) != model_config.get(k)
-            )
-            problems.append(f"model config differs in {keys}")
-        if (state.get("scheduler") is None) != (self.scheduler is None):
-            problems.append("one run has a scheduler and the other has not")
-        saved_cbs, here = len(state.get("callbacks", [])), len(self._stateful_callbacks())
-        if saved_cbs != here:
-            problems.append(f"{saved_cbs} callbacks saved, {here} here")
-        if problems:
-            raise CheckpointError("checkpoint does not match this run: " + "; ".join(problems))
-        params = np.asarray(state["params"])
-        if params.shape != self.model.arena.data.shape:
-            raise CheckpointError(
-                f"params: {params.shape} values saved, the model has {self.model.arena.data.shape}"
-            )
-        # The optimizer checks and loads all or nothing; only then the rest.
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.model.arena.data[...] = params
-        self.optimizer.num_updates = int(state.get("optimizer_updates", 0))
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("model_rng") is not None and hasattr(self.model, "set_rng_state"):
-            self.model.set_rng_state(state["model_rng"])
-        for cb, cb_state in zip(self._stateful_callbacks(), state.get("callbacks", [])):
-            cb.load_state_dict(cb_state)
-        self.history.load_state_dict(state["history"])
-        self.epoch = int(state["epoch"])
-        self.step = int(state["step"])
+        """Restores a run from :meth:`state_dict`, all or nothing.
+
+        Every part is checked (layout, dtype, optimizer class, params, history,
+        counters, scheduler, RNG and callback states) and a failure raises
+        :class:`CheckpointError` with the trainer, model and optimizer exactly
+        as they were.
+
+        Parameters
+        ----------
+        state : dict
+            A state from :meth:`state_dict` (or ``checkpoint.load``).
+        """
+        checked = _restore.check(self, state)
+        _restore.apply(self, state, checked)
+        self._write_back()
 
     def save_checkpoint(self, path: str | Path) -> Path:
+        """Writes :meth:`state_dict` to ``path`` atomically (see :mod:`.checkpoint`)."""
         return checkpoint.save(path, self.state_dict())
 
     def load_checkpoint(self, path: str | Path) -> None:
+        """Restores a run saved by :meth:`save_checkpoint`; all or nothing.
+
+        Raises :class:`CheckpointError` for a missing, corrupt or mismatched file.
+        """
         self.load_state_dict(checkpoint.load(path))
