@@ -28,6 +28,7 @@ from ferroptim.optimizer import Optimizer
 from ferroptim.radam import RAdam
 from ferroptim.rmsprop import RMSprop
 from ferroptim.schedules import ReduceLROnPlateau, Scheduler
+from ferroptim.serialization import load, save
 from ferroptim.sgd import SGD
 
 __all__ = [
@@ -55,6 +56,8 @@ __all__ = [
     "get_num_threads",
     "grad_norm",
     "layerwise_lr_groups",
+    "load",
+    "save",
     "schedules",
     "set_num_threads",
     "set_simd_level",

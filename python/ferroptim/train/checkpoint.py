@@ -42,7 +42,7 @@ _HEADER = "__header__"
 # Keys that mark encoded values; dicts using them are stored as item lists.
 _MARKERS = {"__array__", "__items__", "__tuple__"}
 #: Deepest nesting of dicts, lists and tuples a checkpoint may hold.
-MAX_DEPTH = 64
+MAX_DEPTH = 100
 # Deflate cannot expand data by more than about 1032:1; a member claiming
 # more is lying about its size (a zip bomb).
 _MAX_DEFLATE_RATIO = 1100
@@ -56,21 +56,29 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, truncated, or does not fit the run."""
 
 
-def _encode(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
+def _encode(obj: Any, arrays: dict[str, np.ndarray], depth: int = 0) -> Any:
+    if depth > MAX_DEPTH:
+        # Refused here rather than written as a file that load() refuses.
+        raise ValueError(f"cannot store state nested deeper than {MAX_DEPTH} levels")
+    if hasattr(obj, "__cuda_array_interface__") and hasattr(obj, "get"):
+        obj = obj.get()  # a CuPy array: stored as its NumPy copy
     if isinstance(obj, np.ndarray):
         if obj.dtype.hasobject:
             raise TypeError("cannot store an object array in a checkpoint")
         key = f"a{len(arrays)}"
         arrays[key] = obj
         return {"__array__": key}
+    d = depth + 1
     if isinstance(obj, dict):
         if all(isinstance(k, str) for k in obj) and not _MARKERS & obj.keys():
-            return {k: _encode(v, arrays) for k, v in obj.items()}
-        return {"__items__": [[_encode(k, arrays), _encode(v, arrays)] for k, v in obj.items()]}
+            return {k: _encode(v, arrays, d) for k, v in obj.items()}
+        return {
+            "__items__": [[_encode(k, arrays, d), _encode(v, arrays, d)] for k, v in obj.items()]
+        }
     if isinstance(obj, tuple):
-        return {"__tuple__": [_encode(v, arrays) for v in obj]}
+        return {"__tuple__": [_encode(v, arrays, d) for v in obj]}
     if isinstance(obj, list):
-        return [_encode(v, arrays) for v in obj]
+        return [_encode(v, arrays, d) for v in obj]
     if isinstance(obj, np.generic):
         return obj.item()
     if obj is None or isinstance(obj, (bool, int, float, str)):
