@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 import ferroptim as fo
 from ferroptim import exceptions
@@ -207,7 +206,7 @@ def loss_and_grads(
 
 
 @pytest.mark.parametrize("use_arena", [False, True], ids=["dict", "arena"])
-def test_end_to_end_finetune(use_arena: bool) -> None:
+def test_end_to_end_finetune(use_arena: bool, torch: Any) -> None:
     x, y, init = regression_problem()
     base_lr, steps, max_norm = 1e-3, 15, 0.5
     if use_arena:

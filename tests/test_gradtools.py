@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 import ferroptim as fo
 from ferroptim import exceptions
@@ -39,8 +38,10 @@ def np_norm(grads: list[np.ndarray], norm_type: float) -> float:
     return float(np.sqrt(np.sum(flat * flat)))
 
 
-def to_torch(grads: list[np.ndarray]) -> list[torch.Tensor]:
+def to_torch(grads: list[np.ndarray]) -> list[Any]:
     """Tensors whose .grad is a copy of each array (clip_grad_* read .grad)."""
+    import torch  # only torch tests call this, after their `torch` fixture
+
     out = []
     for g in grads:
         t = torch.zeros(g.shape, dtype=torch.from_numpy(g.copy()).dtype)
@@ -70,7 +71,7 @@ def restore_runtime() -> Iterator[None]:
 
 @pytest.mark.parametrize("norm_type", NORMS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_grad_norm_matches_torch_and_numpy(dtype: Any, norm_type: float) -> None:
+def test_grad_norm_matches_torch_and_numpy(dtype: Any, norm_type: float, torch: Any) -> None:
     grads = make_grads(dtype, seed=1, scale=3.0)
     before = snapshot(grads)
     norm = fo.grad_norm(grads, norm_type)
@@ -85,7 +86,9 @@ def test_grad_norm_matches_torch_and_numpy(dtype: Any, norm_type: float) -> None
 @pytest.mark.parametrize("norm_type", NORMS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("max_norm", [0.5, 7.0, 1e6])
-def test_clip_grad_norm_matches_torch(dtype: Any, norm_type: float, max_norm: float) -> None:
+def test_clip_grad_norm_matches_torch(
+    dtype: Any, norm_type: float, max_norm: float, torch: Any
+) -> None:
     grads = make_grads(dtype, seed=2)
     original = [g.copy() for g in grads]
     tensors = to_torch(grads)
@@ -111,7 +114,7 @@ def test_clip_grad_norm_matches_torch(dtype: Any, norm_type: float, max_norm: fl
 
 @pytest.mark.parametrize("norm_type", NORMS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_clip_grad_norm_per_tensor(dtype: Any, norm_type: float) -> None:
+def test_clip_grad_norm_per_tensor(dtype: Any, norm_type: float, torch: Any) -> None:
     grads = make_grads(dtype, seed=3)
     # Some tensors below the threshold, some above.
     grads[4] *= dtype(0.001)
@@ -134,7 +137,7 @@ def test_clip_grad_norm_per_tensor(dtype: Any, norm_type: float) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_clip_grad_value_matches_torch_bitwise(dtype: Any) -> None:
+def test_clip_grad_value_matches_torch_bitwise(dtype: Any, torch: Any) -> None:
     grads = make_grads(dtype, seed=4, scale=2.0)
     grads[2][3] = np.nan
     grads[3][0] = -np.inf
@@ -316,7 +319,9 @@ def test_huge_finite_values_are_finite() -> None:
 
 @pytest.mark.parametrize("per_tensor", [False, True], ids=["global", "per_tensor"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
-def test_clip_grad_norm_of_nonfinite_grads_matches_torch(bad: float, per_tensor: bool) -> None:
+def test_clip_grad_norm_of_nonfinite_grads_matches_torch(
+    bad: float, per_tensor: bool, torch: Any
+) -> None:
     """A NaN norm makes torch's coefficient NaN, so every clipped grad becomes
     NaN; an infinite norm makes it 0 (and inf·0 = NaN)."""
     grads = [np.array([1.0, bad, 2.0], F32), np.array([3.0, 4.0], F32)]

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 import ferroptim as fo
 
@@ -38,17 +37,6 @@ RELOAD_AT = 50  # after this step the state moves into a fresh optimizer
 CHECK_EVERY = 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """torch's intra-op threads only add contention for tensors this small."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def tolerance(dtype: Any) -> dict[str, float]:
     if dtype == F32:
         return {"rtol": 1e-5, "atol": 1e-6}
@@ -56,7 +44,7 @@ def tolerance(dtype: Any) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def torch_default_dtype(dtype: Any) -> Iterator[None]:
+def torch_default_dtype(torch: Any, dtype: Any) -> Iterator[None]:
     """torch keeps NAdam's mu_product (and every step count) in the default
     dtype: float64 runs need it to be float64 to be comparable."""
     before = torch.get_default_dtype()
@@ -81,7 +69,7 @@ def combo_id(kw: dict[str, Any]) -> str:
 class Spec:
     name: str
     fo_cls: Callable[..., fo.Optimizer]
-    torch_cls: Callable[..., torch.optim.Optimizer]
+    torch_cls: str  # the torch.optim class of the same name
     lr: float
     lr_group1: float
     combos: list[dict[str, Any]]  # keyword names shared by torch and ferroptim, plus "l1"
@@ -91,7 +79,7 @@ SPECS = [
     Spec(
         "adagrad",
         fo.Adagrad,
-        torch.optim.Adagrad,
+        "Adagrad",
         0.05,
         0.02,
         grid(
@@ -105,7 +93,7 @@ SPECS = [
     Spec(
         "adadelta",
         fo.Adadelta,
-        torch.optim.Adadelta,
+        "Adadelta",
         1.0,
         0.5,
         grid(
@@ -118,7 +106,7 @@ SPECS = [
     Spec(
         "adamax",
         fo.Adamax,
-        torch.optim.Adamax,
+        "Adamax",
         0.01,
         0.004,
         grid(
@@ -131,7 +119,7 @@ SPECS = [
     Spec(
         "nadam",
         fo.NAdam,
-        torch.optim.NAdam,
+        "NAdam",
         0.01,
         0.004,
         grid(
@@ -145,7 +133,7 @@ SPECS = [
     Spec(
         "radam",
         fo.RAdam,
-        torch.optim.RAdam,
+        "RAdam",
         0.01,
         0.004,
         grid(
@@ -198,13 +186,16 @@ def groups_of(params: list[Any], lr_group1: float) -> list[dict[str, Any]]:
     return [{"params": params[:n0]}, {"params": params[n0:], "lr": lr_group1}]
 
 
-def torch_state(opt: torch.optim.Optimizer, p: torch.Tensor) -> dict[str, Any]:
+def torch_state(opt: Any, p: Any) -> dict[str, Any]:
     return opt.state[p]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("spec", "combo"), CASES)
-def test_matches_torch(spec: Spec, combo: dict[str, Any], dtype: Any) -> None:
+def test_matches_torch(
+    spec: Spec, combo: dict[str, Any], dtype: Any, torch_one_thread: Any
+) -> None:
+    torch = torch_one_thread
     kwargs = {k: v for k, v in combo.items() if k != "l1"}
     l1 = combo["l1"]
     sign = -1.0 if combo["maximize"] else 1.0
@@ -221,8 +212,8 @@ def test_matches_torch(spec: Spec, combo: dict[str, Any], dtype: Any) -> None:
     ours = [p.copy() for p in init]
     theirs = [torch.from_numpy(p.copy()) for p in init]
 
-    with torch_default_dtype(dtype):
-        topt = spec.torch_cls(
+    with torch_default_dtype(torch, dtype):
+        topt = getattr(torch.optim, spec.torch_cls)(
             groups_of(theirs, spec.lr_group1), lr=spec.lr, foreach=False, **torch_kwargs
         )
         opt = spec.fo_cls(groups_of(ours, spec.lr_group1), lr=spec.lr, l1=l1, **kwargs)

@@ -43,8 +43,11 @@ from reference import (
     torch_sign,
 )
 
+# The whole module compares against torch; its reason says how to get the CPU build.
 torch = pytest.importorskip(
-    "torch", reason="torch is not installed: the torch.optim parity tests need it"
+    "torch",
+    reason="torch is not installed: the torch.optim parity tests need it "
+    "(CPU build: pip install torch --index-url https://download.pytorch.org/whl/cpu)",
 )
 
 DTYPES = [pytest.param(F32, id="f32"), pytest.param(F64, id="f64")]

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 import ferroptim as fo
 from ferroptim import exceptions
@@ -23,43 +22,44 @@ INF = float("inf")
 DTYPES = [pytest.param(F32, id="f32"), pytest.param(F64, id="f64")]
 SHAPES: list[tuple[int, ...]] = [(), (7,), (33, 17), (40000,)]
 
-# name -> (ferroptim factory, torch factory), same hyperparameters on both.
-PAIRS: dict[str, tuple[Callable[..., fo.Optimizer], Callable[..., torch.optim.Optimizer]]] = {
+# name -> (ferroptim factory, torch factory), same hyperparameters on both. The torch
+# factory takes the torch module first: only tests that got it from the fixture call it.
+PAIRS: dict[str, tuple[Callable[..., fo.Optimizer], Callable[..., Any]]] = {
     "adamw": (
         lambda p, **o: fo.AdamW(p, lr=0.01, weight_decay=0.05, **o),
-        lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.05, foreach=False),
+        lambda torch, p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.05, foreach=False),
     ),
     "adam_amsgrad": (
         lambda p, **o: fo.Adam(p, lr=0.01, amsgrad=True, **o),
-        lambda p: torch.optim.Adam(p, lr=0.01, amsgrad=True, foreach=False),
+        lambda torch, p: torch.optim.Adam(p, lr=0.01, amsgrad=True, foreach=False),
     ),
     "sgd": (
         lambda p, **o: fo.SGD(p, lr=0.05, momentum=0.9, nesterov=True, **o),
-        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, foreach=False),
+        lambda torch, p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, foreach=False),
     ),
     "rmsprop": (
         lambda p, **o: fo.RMSprop(p, lr=0.01, centered=True, **o),
-        lambda p: torch.optim.RMSprop(p, lr=0.01, centered=True, foreach=False),
+        lambda torch, p: torch.optim.RMSprop(p, lr=0.01, centered=True, foreach=False),
     ),
     "adagrad": (
         lambda p, **o: fo.Adagrad(p, lr=0.05, weight_decay=0.1, **o),
-        lambda p: torch.optim.Adagrad(p, lr=0.05, weight_decay=0.1, foreach=False),
+        lambda torch, p: torch.optim.Adagrad(p, lr=0.05, weight_decay=0.1, foreach=False),
     ),
     "adadelta": (
         lambda p, **o: fo.Adadelta(p, lr=1.0, **o),
-        lambda p: torch.optim.Adadelta(p, lr=1.0, foreach=False),
+        lambda torch, p: torch.optim.Adadelta(p, lr=1.0, foreach=False),
     ),
     "adamax": (
         lambda p, **o: fo.Adamax(p, lr=0.01, **o),
-        lambda p: torch.optim.Adamax(p, lr=0.01, foreach=False),
+        lambda torch, p: torch.optim.Adamax(p, lr=0.01, foreach=False),
     ),
     "nadam": (
         lambda p, **o: fo.NAdam(p, lr=0.01, **o),
-        lambda p: torch.optim.NAdam(p, lr=0.01, foreach=False),
+        lambda torch, p: torch.optim.NAdam(p, lr=0.01, foreach=False),
     ),
     "radam": (
         lambda p, **o: fo.RAdam(p, lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, **o),
-        lambda p: torch.optim.RAdam(
+        lambda torch, p: torch.optim.RAdam(
             p, lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, foreach=False
         ),
     ),
@@ -73,23 +73,12 @@ CLASSES = [fo.SGD, fo.Adam, fo.AdamW, fo.RMSprop, fo.Adagrad, fo.Adadelta]
 CLASSES += [fo.Adamax, fo.NAdam, fo.RAdam, fo.Lion]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """torch's intra-op threads only add contention for tensors this small."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def tol(dtype: Any) -> dict[str, float]:
     return {"rtol": 1e-5, "atol": 1e-6} if dtype == F32 else {"rtol": 1e-10, "atol": 1e-12}
 
 
 @contextlib.contextmanager
-def torch_default_dtype(dtype: Any) -> Iterator[None]:
+def torch_default_dtype(torch: Any, dtype: Any) -> Iterator[None]:
     """torch keeps NAdam's mu_product in the default dtype."""
     before = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64 if dtype == F64 else torch.float32)
@@ -147,8 +136,11 @@ CLIPS = {
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("clip", list(CLIPS))
 @pytest.mark.parametrize("name", list(PAIRS))
-def test_fused_clipping_matches_torch(name: str, clip: str, dtype: Any) -> None:
+def test_fused_clipping_matches_torch(
+    name: str, clip: str, dtype: Any, torch_one_thread: Any
+) -> None:
     """clip_grad_norm_, then clip_grad_value_, then the torch step."""
+    torch = torch_one_thread
     options = CLIPS[clip]
     max_norm = options.get("max_grad_norm")
     norm_type = options.get("norm_type", 2.0)
@@ -159,9 +151,9 @@ def test_fused_clipping_matches_torch(name: str, clip: str, dtype: Any) -> None:
     ours = [p.copy() for p in init]
     theirs = [torch.from_numpy(p.copy()) for p in init]
     bound = 0
-    with torch_default_dtype(dtype):
+    with torch_default_dtype(torch, dtype):
         opt = make_fo(ours, **options)
-        topt = make_torch(theirs)
+        topt = make_torch(torch, theirs)
         assert opt.last_grad_norm is None
         for t in range(25):
             grads = make_grads(rng, dtype)
@@ -210,7 +202,7 @@ def test_max_grad_norm_scales_the_step() -> None:
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
-def test_max_grad_norm_with_nonfinite_grad_matches_torch(bad: float) -> None:
+def test_max_grad_norm_with_nonfinite_grad_matches_torch(bad: float, torch: Any) -> None:
     """Without skip_nonfinite, torch's clip_grad_norm_ turns a NaN norm into a
     NaN coefficient (every param becomes NaN) and an infinite norm into 0."""
     init = [np.zeros(2, F32), np.zeros(2, F32)]
