@@ -169,17 +169,16 @@ def test_bad_space_files(work):
         ({"workers": 0}, "--workers must be >= 1"),
         ({"metric": "accuracy"}, "--metric"),
         ({"dataset": "no-such-data"}, "--dataset"),
-        ({"sampler": "grid"}, "grid sampler needs 'choices' or a 'step' for 'lr'"),
+        ({"sampler": "grid"}, "grid sampler needs 'choices', a 'grid' list or a 'step' for 'lr'"),
         # warmup up to 50 steps, but 2 epochs of iris (102 training rows) at the
         # default batch size 32 are 8 steps
         (
             {"space": {"warmup": {"type": "int", "low": 0, "high": 50}, **SPACE}},
             "'warmup' reaches 50 steps, but a trial of 2 epochs at batch size 32 has only 8",
         ),
-        # not a valid `ferroptim train` flag value, found by probing the space
         (
             {"space": {"batch_size": {"type": "float", "low": 8, "high": 64}, **SPACE}},
-            "space: argument --batch-size: invalid int value",
+            'space: \'batch_size\' takes whole numbers; make it "type": "int"',
         ),
     ],
 )
@@ -199,15 +198,33 @@ def test_int_ranges_pass_the_checks(work):
     # (trials with an int range: test_hyperband_gets_one_report_per_epoch)
 
 
-def test_a_configuration_train_rejects_fails_only_its_trial(work):
-    # "x" is no list of layer sizes: those trials fail, the study goes on.
-    space = {**SPACE, "hidden": {"type": "categorical", "choices": ["16", "x"]}}
-    study = run(config(work, space=space, trials=6))
+def test_a_configuration_train_rejects_fails_only_its_trial(work, monkeypatch, capsys):
+    # A configuration `ferroptim train` refuses at build time (every choice
+    # passes the up-front checks; this one is refused when the trial builds it):
+    # those trials fail with the reason in trials.csv, the study goes on.
+    from ferroptim.train import cli as train_cli
+
+    build = train_cli._build
+
+    def picky(args):
+        if args.hidden == "32":
+            raise train_cli.UsageError("--hidden: 32 is refused here")
+        return build(args)
+
+    monkeypatch.setattr(train_cli, "_build", picky)
+    space = {**SPACE, "hidden": {"type": "categorical", "choices": ["16", "32"]}}
+    study = run(config(work, space=space, trials=6, verbose=1))
     states = {t.params["hidden"]: set() for t in study.trials}
     for t in study.trials:
         states[t.params["hidden"]].add(t.state)
-    assert states == {"16": {TrialState.COMPLETE}, "x": {TrialState.FAIL}}
+    assert states == {"16": {TrialState.COMPLETE}, "32": {TrialState.FAIL}}
     assert (Path(work / "run" / "best.json")).is_file()
+    with (work / "run" / "trials.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["state"] == "FAIL"]
+    assert rows and all("32 is refused here" in r["error"] for r in rows)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"ferroptim tune: trial {rows[0]['number']} failed: " in err
 
 
 def test_unreachable_storage_fails_fast_before_any_trial(work):

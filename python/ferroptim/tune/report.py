@@ -1,0 +1,130 @@
+"""The outputs of a run: best.json, trials.csv and the plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ferroptim.tune.config import TuneConfig
+from ferroptim.tune.space import train_argv
+
+__all__ = ["figures", "train_command", "write_outputs"]
+
+
+def train_command(params: dict[str, Any], cfg: TuneConfig) -> str:
+    """The shell command that retrains ``params`` (quoted: paste it as is)."""
+    return shlex.join(["ferroptim", "train", *train_argv(params, cfg)])
+
+
+def _ran(study: Any) -> list[Any]:
+    """The trials, less those skipped because the study had reached --trials."""
+    from ferroptim.tune.study import SKIPPED
+
+    return [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SKIPPED)]
+
+
+def write_outputs(study: Any, out: Path, cfg: TuneConfig) -> None:
+    """Writes best.json (when a trial completed), trials.csv and the plots into ``out``."""
+    from optuna.trial import TrialState
+
+    trials = _ran(study)
+    names = sorted({k for t in trials for k in t.params})
+    with (out / "trials.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["number", "state", "value", "duration_s", *names, "error"])
+        for t in trials:
+            dur = (
+                (t.datetime_complete - t.datetime_start).total_seconds()
+                if (t.datetime_complete and t.datetime_start)
+                else ""
+            )
+            row = [t.number, t.state.name, t.value, dur, *[t.params.get(n, "") for n in names]]
+            w.writerow([*row, t.user_attrs.get("error", "")])
+    if not any(t.state == TrialState.COMPLETE for t in trials):
+        return
+    best = study.best_trial
+    summary = {
+        "value": best.value,
+        "metric": cfg.metric,
+        "params": best.params,
+        "trial": best.number,
+        "train_command": train_command(best.params, cfg),
+    }
+    (out / "best.json").write_text(json.dumps(summary, indent=2))
+    import matplotlib.pyplot as plt
+
+    for filename, fig in figures(study, cfg):
+        fig.savefig(out / filename, dpi=100)
+        plt.close(fig)
+
+
+def figures(study: Any, cfg: TuneConfig) -> list[tuple[str, Any]]:
+    """The plots as (file name, matplotlib Figure), the metric named on their axes."""
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")  # no display needed; an already chosen backend stays
+    import optuna.visualization.matplotlib as vis
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    names = {k for t in complete for k in t.params}
+    plots = [
+        ("history.png", vis.plot_optimization_history),
+        ("parallel_coordinate.png", vis.plot_parallel_coordinate),
+    ]
+    if len(complete) >= 2 and len(names) >= 2:
+        plots.append(("importances.png", vis.plot_param_importances))
+    made = []
+    for filename, fn in plots:
+        try:
+            # Optuna's and matplotlib's remarks (experimental API, few trials,
+            # a constant axis) are not the user's business here.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ax = fn(study, target_name=cfg.metric)
+                fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+                if filename == "parallel_coordinate.png":
+                    _spread_parallel(fig, ax, len(names))
+                else:
+                    fig.set_size_inches(10, 6)
+                ax.set_title(f"{ax.get_title()}: {cfg.metric} on {cfg.dataset}")
+                fig.tight_layout()
+        except (ValueError, RuntimeError) as err:  # e.g. importances with constant values
+            print(f"ferroptim tune: skipped {filename}: {err}", file=sys.stderr)
+            continue
+        made.append((filename, fig))
+    return made
+
+
+def _spread_parallel(fig: Any, ax: Any, n_params: int) -> None:
+    """Room for every axis of a parallel-coordinate plot: width per axis, small
+    slanted names, and few ticks, so neighbouring labels do not overlap."""
+    from matplotlib.ticker import LogLocator, MaxNLocator
+
+    fig.set_size_inches(max(10.0, 2.0 * (n_params + 1) + 2), 6)
+    for label in ax.get_xticklabels():
+        label.set_rotation(25)
+        label.set_horizontalalignment("right")
+        label.set_fontsize(9)
+    for other in fig.axes:
+        if other is ax or other.get_label() == "<colorbar>":
+            continue
+        if other.get_yscale() == "log":
+            other.yaxis.set_major_locator(LogLocator(numticks=4))
+        elif not other.get_yticklabels() or not _categorical(other):
+            other.yaxis.set_major_locator(MaxNLocator(4))
+        other.tick_params(axis="y", labelsize=8)
+    ax.tick_params(axis="y", labelsize=8)
+
+
+def _categorical(ax: Any) -> bool:
+    """A categorical axis has fixed tick labels that are not its numbers."""
+    from matplotlib.ticker import FixedFormatter
+
+    return isinstance(ax.yaxis.get_major_formatter(), FixedFormatter)
