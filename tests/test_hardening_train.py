@@ -141,6 +141,7 @@ MALFORMED = {
     "params wrong shape": lambda s: s.update(params=s["params"][:-1]),
     "optimizer state": _set(["optimizer", "param_groups"], []),
     "layout an array": _set(["layout"], np.ones(3)),
+    "dtype an array": _set(["dtype"], np.ones(3)),
     "config a list": _set(["config"], [1]),
     "not a dict": lambda s: s.clear(),
 }
@@ -288,6 +289,18 @@ def test_a_member_claiming_more_than_deflate_can_give_is_refused(tmp_path):
     )
     _patch_central(path, "a0.npy", 24, "<I", declared + len(member) - 64)  # file_size
     with pytest.raises(CheckpointError, match="compressed"):
+        ckpt.load(path)
+
+
+def test_a_stored_member_claiming_more_bytes_than_the_file_has_is_refused(tmp_path):
+    declared = 2**31  # 2 GiB, in a file of a few hundred bytes
+    header = {"descr": "<f8", "fortran_order": False, "shape": (declared // 8,)}
+    member = _npy(np.zeros(64, np.uint8), header)
+    path = _zip(tmp_path / "long.npz", {"a0.npy": member, "__header__.npy": _header(ONE_ARRAY)})
+    size = declared + len(member) - 64
+    _patch_central(path, "a0.npy", 20, "<I", size)  # compress_size
+    _patch_central(path, "a0.npy", 24, "<I", size)  # file_size
+    with pytest.raises(CheckpointError, match="past the end"):
         ckpt.load(path)
 
 

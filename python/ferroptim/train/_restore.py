@@ -86,9 +86,9 @@ def check(trainer: Any, state: Any) -> dict[str, Any]:
             str(n) for n in set(mine) | set(theirs) if not _equal(mine.get(n), theirs.get(n))
         )
         problems.append(f"params differ: {diff[:5]}{'...' if len(diff) > 5 else ''}")
-    if state["dtype"] != str(arena.dtype):
+    if not _equal(state["dtype"], str(arena.dtype)):
         problems.append(f"dtype {state['dtype']} != {arena.dtype}")
-    if state["optimizer_class"] != type(trainer.optimizer).__name__:
+    if not _equal(state["optimizer_class"], type(trainer.optimizer).__name__):
         problems.append(
             f"optimizer {state['optimizer_class']} != {type(trainer.optimizer).__name__}"
         )

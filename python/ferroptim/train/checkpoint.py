@@ -215,7 +215,7 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         with zipfile.ZipFile(path) as archive:
-            reader = _Reader(archive)
+            reader = _Reader(archive, path.stat().st_size)
             if _HEADER not in reader.members:
                 raise CheckpointError(f"{path} is not a ferroptim checkpoint (no header)")
             raw = reader.read(_HEADER)
@@ -262,8 +262,9 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
 class _Reader:
     """Reads the ``.npy`` members of a checkpoint's zip, each at most once."""
 
-    def __init__(self, archive: zipfile.ZipFile) -> None:
+    def __init__(self, archive: zipfile.ZipFile, file_size: int) -> None:
         self.archive = archive
+        self.file_size = file_size
         self.members = {
             info.filename[:-4]: info
             for info in archive.infolist()
@@ -275,6 +276,8 @@ class _Reader:
         info = self.members[key]
         if info.flag_bits & 0x1:
             raise CheckpointError(f"array {key!r} is encrypted")
+        if info.header_offset + info.compress_size > self.file_size:
+            raise CheckpointError(f"array {key!r} extends past the end of the file")
         if info.compress_type == zipfile.ZIP_STORED:
             if info.file_size != info.compress_size:
                 raise CheckpointError(f"array {key!r}: stored member sizes disagree")
