@@ -6,7 +6,7 @@
 >>> opt.step([np.ones(3, np.float32)])
 """
 
-from ferroptim import exceptions, schedules
+from ferroptim import exceptions, lr_scheduler, schedules
 from ferroptim._core import (
     __version__,
     get_num_threads,
@@ -57,6 +57,7 @@ __all__ = [
     "grad_norm",
     "layerwise_lr_groups",
     "load",
+    "lr_scheduler",
     "save",
     "schedules",
     "set_num_threads",

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+from ferroptim.exceptions import HyperparameterError
 from ferroptim.schedules._checks import _bool, _callable, _choice, _fmt, _int, _momenta, _real
 from ferroptim.schedules._pure import Schedule
 
@@ -220,3 +221,91 @@ def cyclic_momentum(
         relative=False,
         name=f"cyclic_momentum({_fmt(base_momentum=lo, max_momentum=hi, mode=mode)})",
     )
+
+
+# -- the parts of torch's OneCycleLR and CyclicLR, for ferroptim.lr_scheduler --------
+
+
+def _each(name: str, value: Any, n: int) -> list[Any]:
+    """One value for every param group, or a list with one per group (torch's _format_param)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise HyperparameterError(
+                f"{name} has {len(value)} values, but the optimizer has {n} param groups"
+            )
+        return list(value)
+    return [value] * n
+
+
+MomentumPart = Callable[[int], tuple[Schedule, dict[str, float]]]
+
+
+def one_cycle_lr_parts(
+    n: int,
+    max_lr: Any,
+    total_steps: Any,
+    epochs: Any,
+    steps_per_epoch: Any,
+    pct_start: Any,
+    anneal_strategy: Any,
+    base_momentum: Any,
+    max_momentum: Any,
+    div_factor: Any,
+    final_div_factor: Any,
+    three_phase: Any,
+) -> tuple[list[Schedule], MomentumPart, int, list[dict[str, float]]]:
+    """OneCycleLR's per-group lr schedules, momentum cycles (built on demand), total steps,
+    and the group entries torch sets (``initial_lr``, ``max_lr``, ``min_lr``)."""
+    if total_steps is None:
+        if epochs is None or steps_per_epoch is None:
+            raise HyperparameterError(
+                "total_steps: give total_steps, or both epochs and steps_per_epoch"
+            )
+        total = _int("epochs", epochs, 1) * _int("steps_per_epoch", steps_per_epoch, 1)
+    else:
+        total = _int("total_steps", total_steps, 2)
+    peaks = _each("max_lr", max_lr, n)
+    lrs = [
+        one_cycle(p, total, pct_start, anneal_strategy, div_factor, final_div_factor, three_phase)
+        for p in peaks
+    ]
+    div, final_div = float(div_factor), float(final_div_factor)
+    keys = [
+        {"initial_lr": p / div, "max_lr": float(p), "min_lr": p / div / final_div} for p in peaks
+    ]
+
+    def momentum(i: int) -> tuple[Schedule, dict[str, float]]:
+        lo = _each("base_momentum", base_momentum, n)[i]
+        hi = _each("max_momentum", max_momentum, n)[i]
+        sched = one_cycle_momentum(total, lo, hi, pct_start, anneal_strategy, three_phase)
+        return sched, {"max_momentum": float(hi), "base_momentum": float(lo)}
+
+    return lrs, momentum, total, keys
+
+
+def cyclic_lr_parts(
+    n: int,
+    base_lr: Any,
+    max_lr: Any,
+    step_size_up: Any,
+    step_size_down: Any,
+    mode: Any,
+    gamma: Any,
+    scale_fn: Any,
+    scale_mode: Any,
+    base_momentum: Any,
+    max_momentum: Any,
+) -> tuple[list[Schedule], MomentumPart, list[float]]:
+    """CyclicLR's per-group lr schedules, momentum cycles (built on demand), and base lrs."""
+    lows = _each("base_lr", base_lr, n)
+    highs = _each("max_lr", max_lr, n)
+    args = (step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode)
+    lrs = [cyclic(lo, hi, *args) for lo, hi in zip(lows, highs, strict=True)]
+
+    def momentum(i: int) -> tuple[Schedule, dict[str, float]]:
+        lo = _each("base_momentum", base_momentum, n)[i]
+        hi = _each("max_momentum", max_momentum, n)[i]
+        sched = cyclic_momentum(lo, hi, *args)
+        return sched, {"max_momentum": float(hi), "base_momentum": float(lo)}
+
+    return lrs, momentum, [float(x) for x in lows]

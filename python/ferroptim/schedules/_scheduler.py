@@ -75,12 +75,14 @@ class Scheduler:
         make: Callable[[list[float]], list[Schedule]],
         *,
         resume: bool = False,
+        initial: Sequence[float] | None = None,
     ) -> None:
         """Checks everything, then records ``initial_<key>`` and applies step ``t``.
 
         ``make(bases)`` gives one schedule per group from the groups' initial
         values. ``resume`` requires ``initial_<key>`` in every group (torch's
-        rule for ``last_epoch != -1``).
+        rule for ``last_epoch != -1``). ``initial`` replaces the groups' current
+        values as the initial values of groups that have none.
         """
         groups = _param_groups(optimizer)
         if not isinstance(key, str) or not key:
@@ -103,17 +105,27 @@ class Scheduler:
                     f"last_epoch: resuming needs {initial_key!r} in every param group, "
                     f"param group {i} has none"
                 )
-        bases = [float(g.get(initial_key, g[key])) for g in groups]
+        current = [g[key] for g in groups] if initial is None else list(initial)
+        bases = [float(g.get(initial_key, c)) for g, c in zip(groups, current, strict=True)]
         schedules = make(bases)
         self.optimizer = optimizer
         self.key = key
         self.initial_key = initial_key
         values = self._values(t, schedules, bases)
+        extra = self._extra(t)
         # Nothing has failed: now write.
         for group, base in zip(groups, bases, strict=True):
             group.setdefault(initial_key, base)
         self.schedules = schedules
         self.base_values = bases
+        self._commit(t, values, extra)
+
+    def _extra(self, t: int) -> Any:
+        """What a subclass writes besides ``key`` at step ``t`` (checked, not written yet)."""
+        return None
+
+    def _commit(self, t: int, values: list[float], extra: Any) -> None:
+        """Writes step ``t``: cannot fail, everything was checked."""
         self.last_epoch = t
         self._write(values)
 
@@ -159,9 +171,9 @@ class Scheduler:
 
     def step(self) -> None:
         """Advances ``t`` by one and writes the new values; a failed step changes nothing."""
-        values = self._values(self.last_epoch + 1, self.schedules, self.base_values)
-        self.last_epoch += 1
-        self._write(values)
+        t = self.last_epoch + 1
+        values = self._values(t, self.schedules, self.base_values)
+        self._commit(t, values, self._extra(t))
 
     def _write(self, values: list[float]) -> None:
         for group, v in zip(_param_groups(self.optimizer), values, strict=True):
@@ -219,12 +231,12 @@ class Scheduler:
             raise StateDictError(str(err)) from err
         schedules = self._rebuild(bases)
         values = self._values(last_epoch, schedules, bases)
+        extra = self._extra(last_epoch)
         for group, b in zip(_param_groups(self.optimizer), bases, strict=True):
             group[self.initial_key] = b
         self.schedules = schedules
         self.base_values = bases
-        self.last_epoch = last_epoch
-        self._write(values)
+        self._commit(last_epoch, values, extra)
 
     def __repr__(self) -> str:
         names = sorted({s.name for s in self.schedules})
