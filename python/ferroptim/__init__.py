@@ -6,7 +6,7 @@
 >>> opt.step([np.ones(3, np.float32)])
 """
 
-from ferroptim import exceptions, lr_scheduler, schedules
+from ferroptim import exceptions, functional, lr_scheduler, schedules
 from ferroptim._core import (
     __version__,
     get_num_threads,
@@ -53,6 +53,7 @@ __all__ = [
     "clip_grad_value",
     "exceptions",
     "exclude_from_weight_decay",
+    "functional",
     "get_num_threads",
     "grad_norm",
     "layerwise_lr_groups",
