@@ -28,6 +28,23 @@ def _shape(name: str, shape: Any) -> Shape:
     return tuple(int(d) for d in dims)
 
 
+def _real_array(name: Any, a: Any) -> Any:
+    """``a`` as an array of real numbers: complex, bool, string and object arrays
+    are refused (a copy into a float buffer would drop or garble their values)."""
+    from ferroptim import cuda
+
+    if not cuda.is_device_array(a):
+        try:
+            a = np.asarray(a)
+        except (TypeError, ValueError) as err:
+            raise DtypeError(f"param {name!r} is not an array of numbers: {err}") from err
+    if np.dtype(a.dtype).kind not in "fiu":
+        raise DtypeError(
+            f"param {name!r} has dtype {a.dtype}: an arena holds real numbers (float32 or float64)"
+        )
+    return a
+
+
 class ParamArena:
     """Params and grads of a model, each in one contiguous buffer.
 
@@ -46,7 +63,10 @@ class ParamArena:
     def __init__(
         self, shapes: Mapping[str, Any], dtype: Any = np.float32, device: Any = None
     ) -> None:
-        self.dtype = np.dtype(dtype)
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError as err:
+            raise DtypeError(f"dtype: not a NumPy dtype: {dtype!r}") from err
         self.device = device
         if self.dtype not in (np.float32, np.float64):
             raise DtypeError(f"dtype: an arena holds float32 or float64, got {self.dtype}")
@@ -86,12 +106,12 @@ class ParamArena:
         """
         from ferroptim import cuda
 
+        if not isinstance(arrays, Mapping):
+            raise ParamError(f"arrays must be a dict name -> array, got {type(arrays).__name__}")
         on_gpu = [a for a in arrays.values() if cuda.is_device_array(a)]
         if device is None and on_gpu:
             device = cuda.device_of(on_gpu[0])
-        arrays = {
-            name: a if cuda.is_device_array(a) else np.asarray(a) for name, a in arrays.items()
-        }
+        arrays = {name: _real_array(name, a) for name, a in arrays.items()}
         if dtype is None:
             dtype = np.result_type(*(a.dtype for a in arrays.values())) if arrays else np.float32
             if dtype not in (np.float32, np.float64):
