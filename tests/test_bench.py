@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import ferroptim as fo
-from ferroptim import bench
+from ferroptim import bench, bench_report
 
 
 def test_numpy_reference_matches_ferroptim():
@@ -65,3 +65,128 @@ def test_float64_case_counts_double_bytes():
 @pytest.mark.parametrize("opt", ["sgd", "adam", "adamw", "rmsprop"])
 def test_numpy_byte_counts_exceed_the_fused_ones(opt):
     assert bench.NUMPY_BYTES_PER_PARAM[opt] > bench.BYTES_PER_PARAM[opt]
+
+
+# -- the time budget, on a fake clock --------------------------------------------------
+
+
+class FakeClock:
+    """Seconds that pass only when the fake implementations say so."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def fake_impls(monkeypatch, clock: FakeClock, setup_s: float, step_s: float) -> list[str]:
+    """Two implementations and a roofline that cost fake time: setup, then each step."""
+
+    def factory(opt, case):
+        clock.t += setup_s
+        n = [0]
+
+        def step() -> None:
+            n[0] += 1
+            clock.t += step_s * (1.1 if n[0] % 2 else 1.0)  # a little spread
+
+        return step
+
+    monkeypatch.setattr(bench, "IMPLS", {"a": factory, "b": factory})
+    monkeypatch.setattr(bench, "roofline_fn", lambda numel: factory("roof", None))
+    return ["a", "b"]
+
+
+SMALL = ["1 x 100 f32", "1 x 1M f32"]
+
+
+def test_time_budget_covers_the_whole_run_setup_included(monkeypatch):
+    clock = FakeClock()
+    fake_impls(monkeypatch, clock, setup_s=0.4, step_s=1e-3)
+    rows = bench.run(["sgd", "adam"], case_names=SMALL, time_budget=10.0, clock=clock, quiet=True)
+    assert len(rows) == 8
+    # Ends within one round (3 functions x a burst of 3 steps) of the budget; uses it.
+    assert 9.5 <= clock.t <= 10.0 + 3 * 3 * 1.1e-3
+    for r in rows:
+        assert r.spread is not None and r.spread.n >= 3
+        assert r.spread.min <= r.spread.q1 <= r.median_s <= r.spread.q3 <= r.spread.max
+
+
+def test_budget_per_case_counts_setup(monkeypatch):
+    """--budget 0.3 once took 6.5 min for 28 cases: setup and warm-up were not counted."""
+    clock = FakeClock()
+    fake_impls(monkeypatch, clock, setup_s=0.2, step_s=1e-3)
+    bench.run(["sgd", "adam"], case_names=SMALL, budget=1.0, clock=clock, quiet=True)
+    assert clock.t <= 4 * 1.0 + 0.01
+
+
+def test_spent_budget_still_gives_each_case_its_minimum_rounds(monkeypatch):
+    clock = FakeClock()
+    fake_impls(monkeypatch, clock, setup_s=5.0, step_s=0.1)  # slow steps: bursts of 1
+    rows = bench.run(["adam"], case_names=SMALL, time_budget=1.0, clock=clock, quiet=True)
+    # 3 rounds, one counted step each, whatever the budget; and nothing more.
+    assert [r.spread.n for r in rows] == [3, 3, 3, 3]
+    steps = 2 + 3 * 2  # warm-up, then per round one uncounted and one counted step
+    assert clock.t == pytest.approx(2 * 3 * (5.0 + steps * 0.105), rel=0.05)
+
+
+def test_plan_shares_what_is_left():
+    clock = FakeClock()
+    plan = bench.Plan(12.0, 3, clock)
+    assert plan.next_deadline() == 4.0
+    clock.t = 6.0  # the first job overran by 2 s: the next two share the 6 s left
+    assert plan.next_deadline() == 9.0
+    clock.t = 13.0
+    assert plan.next_deadline() == 13.0  # nothing left: minimum rounds only
+    assert plan.elapsed() == 13.0
+
+
+def test_quick_main_keeps_its_budget(monkeypatch, capsys):
+    clock = FakeClock()
+    fake_impls(monkeypatch, clock, setup_s=0.1, step_s=1e-3)
+    assert bench.main(["adam", "rmsprop"], quick=True, quiet=True, clock=clock) == 0
+    out = capsys.readouterr().out
+    assert clock.t <= bench_report.QUICK_TIME_BUDGET + 0.05
+    assert "6 cases (3 shapes x 2 optimizers); time budget 20 s" in out
+    assert "thread scaling" not in out
+    assert f"took {clock.t:.1f} s (time budget 20 s)" in out
+    assert "spread:" in out and "over the budget" not in out
+
+
+# -- spreads and ratio marks ------------------------------------------------------------
+
+
+def row(impl: str, times: list[float], opt: str = "adam") -> bench.Row:
+    s = bench.Spread.of(times)
+    return bench.Row("c", opt, impl, s.median, 100, 28, 1.0, spread=s)
+
+
+def test_ratio_marks_overlap_and_noise():
+    tight_fast = row("ferroptim", [1.0, 1.01, 1.02, 0.99, 1.0])
+    tight_slow = row("torch fused", [2.0, 2.02, 1.98, 2.0, 2.01])
+    overlapping = row("torch foreach", [0.98, 1.03, 1.05, 1.0, 0.97])
+    noisy = row("numpy", [1.0, 9.0, 2.0, 30.0, 5.0])
+    assert bench_report.ratio(tight_slow, tight_fast) == "2.00x"
+    assert bench_report.ratio(overlapping, tight_fast) == "~1.00x"
+    assert bench_report.ratio(noisy, tight_fast, 1).endswith("x?")
+    assert bench_report.ratio(tight_fast, tight_fast) == "1.00x"  # its own baseline
+    few = row("torch loop", [2.0, 2.1])
+    assert bench_report.ratio(few, tight_fast).endswith("?")  # under 3 samples
+
+
+def test_table_shows_spread_and_a_torch_foreach_column():
+    rows = [
+        row("ferroptim", [0.99, 1.0, 1.01], "rmsprop"),
+        row("torch foreach", [3.9, 4.0, 4.1], "rmsprop"),
+    ]
+    lines = bench.table(rows).splitlines()
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert head[3:5] == ["median µs", "spread"]
+    assert head[-3:] == ["vs torch fused", "vs torch foreach", "vs numpy"]
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[4].startswith("±") and "(n=3)" in cells[4]
+    # RMSprop has no fused torch kernel: its baseline is torch foreach, in its own column.
+    assert cells[-3:] == ["-", "4.00x", "-"]
+    assert "note: " not in bench.legend(rows)
+    assert "1 of 1 rows are noisy" in bench.legend([row("numpy", [1.0, 9.0, 3.0])])

@@ -39,12 +39,16 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 import ferroptim as fo
+from ferroptim.bench_report import Row, Spread, legend, main, scaling_table, table
+
+__all__ = ["Case", "Plan", "Row", "Spread", "cases", "legend", "main", "measure", "run"]
+__all__ += ["scaling", "scaling_table", "table"]
 
 BYTES_PER_PARAM = {"sgd": 20, "adam": 28, "adamw": 28, "rmsprop": 20}
 # What numpy_impl's ufuncs stream per float32 param (reads + writes, in order):
@@ -121,11 +125,22 @@ HYPER = {
 FO_CLASS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}
 
 
+# The random arrays of the case being timed: drawing them once and copying
+# them for each implementation saves seconds of setup on the large cases.
+_BASE: dict[tuple, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+
+
 def _data(case: Case, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    params = [rng.standard_normal(s).astype(case.dtype) for s in case.shapes]
-    grads = [rng.standard_normal(s).astype(case.dtype) for s in case.shapes]
-    return params, grads
+    """Fresh copies of the case's random params and grads (the same for every call)."""
+    key = (case.name, np.dtype(case.dtype).str, case.numel, len(case.shapes), seed)
+    if key not in _BASE:
+        _BASE.clear()  # one case at a time: the large ones take gigabytes
+        rng = np.random.default_rng(seed)
+        params = [rng.standard_normal(s).astype(case.dtype) for s in case.shapes]
+        grads = [rng.standard_normal(s).astype(case.dtype) for s in case.shapes]
+        _BASE[key] = (params, grads)
+    params, grads = _BASE[key]
+    return [p.copy() for p in params], [g.copy() for g in grads]
 
 
 def fo_list(opt: str, case: Case) -> Callable[[], None]:
@@ -229,6 +244,8 @@ IMPLS: dict[str, Callable[[str, Case], Callable[[], None] | None]] = {
 
 # ---------------------------------------------------------------- timing
 
+Clock = Callable[[], float]
+
 
 def roofline_fn(numel: int) -> Callable[[], None]:
     """An in-place float32 ``a += b`` over ``numel`` elements on ferroptim's pool."""
@@ -246,10 +263,31 @@ def roofline_gbps(numel: int, budget: float = 0.5) -> float:
 # A burst lasts at least this long (short steps run several times per turn).
 _BURST_S = 2e-3
 _MAX_BURST = 64
+_MAX_ROUNDS = 200
 
 
-def measure(fns: dict[str, Callable[[], None]], budget: float, min_rounds: int = 5) -> dict:
-    """Round-robin timing in bursts, until ``budget`` seconds.
+def measure(
+    fns: dict[str, Callable[[], None]],
+    budget: float = 0.0,
+    min_rounds: int = 5,
+    *,
+    deadline: float | None = None,
+    clock: Clock = time.perf_counter,
+) -> dict[str, list[float]]:
+    """Round-robin timing in bursts.
+
+    Parameters
+    ----------
+    fns : dict
+        Name to a function that runs one step.
+    budget : float
+        Seconds of timed rounds after the warm-up (ignored when ``deadline`` is given).
+    min_rounds : int
+        Rounds run whatever the time: the fewest samples a spread needs.
+    deadline : float, optional
+        The ``clock()`` value to stop at, warm-up included.
+    clock : callable
+        Seconds, monotonic (a fake one in tests).
 
     Every round gives each function one burst; the first step of a burst is
     run but not counted (see the module docstring). Returns each function's
@@ -258,38 +296,47 @@ def measure(fns: dict[str, Callable[[], None]], budget: float, min_rounds: int =
     bursts = {}
     for name, f in fns.items():
         f()  # warm up (first-touch allocation of state)
-        t0 = time.perf_counter()
+        t0 = clock()
         f()
-        once = max(time.perf_counter() - t0, 1e-7)
+        once = max(clock() - t0, 1e-7)
         bursts[name] = max(1, min(_MAX_BURST, int(_BURST_S / once)))
+    if deadline is None:
+        deadline = clock() + budget
     times: dict[str, list[float]] = {k: [] for k in fns}
-    start = time.perf_counter()
     rounds = 0
-    while rounds < min_rounds or (time.perf_counter() - start < budget and rounds < 200):
+    while rounds < min_rounds or (clock() < deadline and rounds < _MAX_ROUNDS):
         for name, f in fns.items():
             f()  # absorbs the previous implementation's idle-spinning threads
             for _ in range(bursts[name]):
-                t0 = time.perf_counter()
+                t0 = clock()
                 f()
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(clock() - t0)
         rounds += 1
     return times
 
 
-@dataclass
-class Row:
-    case: str
-    optimizer: str
-    impl: str
-    median_s: float
-    numel: int
-    bytes_per_param: int
-    roofline: float
-    extra: dict = field(default_factory=dict)
+class Plan:
+    """A total time budget shared out over jobs as they run.
 
-    @property
-    def gbps(self) -> float:
-        return self.bytes_per_param * self.numel / self.median_s / 1e9
+    Each job may run until :meth:`next_deadline`: an equal share of the time
+    left, so setup, warm-up and any overrun of one job come out of the jobs
+    after it, and the run ends near ``total`` seconds after it started
+    (later only if the minimum rounds of the slowest steps do not fit).
+    """
+
+    def __init__(self, total: float, jobs: int, clock: Clock = time.perf_counter) -> None:
+        self.total, self.jobs_left, self.clock = total, jobs, clock
+        self.start = clock()
+
+    def next_deadline(self) -> float:
+        now = self.clock()
+        left = max(self.start + self.total - now, 0.0)
+        share = left / max(self.jobs_left, 1)
+        self.jobs_left = max(self.jobs_left - 1, 0)
+        return now + share
+
+    def elapsed(self) -> float:
+        return self.clock() - self.start
 
 
 def _progress(total: int, quiet: bool):
@@ -326,38 +373,96 @@ def run(
     case_names: Iterable[str] | None = None,
     impls: Iterable[str] | None = None,
     quiet: bool = False,
+    *,
+    time_budget: float | None = None,
+    plan: Plan | None = None,
+    clock: Clock = time.perf_counter,
+    min_rounds: int = 3,
 ) -> list[Row]:
+    """Time each implementation on each case and optimizer.
+
+    Parameters
+    ----------
+    optimizers : iterable of str
+        Among sgd, adam, adamw, rmsprop.
+    full : bool
+        Add the GPT-2 small case.
+    budget : float
+        Seconds per case, setup included (used when neither ``time_budget`` nor ``plan``).
+    case_names : iterable of str, optional
+        Only these cases (names as in :func:`cases`).
+    impls : iterable of str, optional
+        Only these implementations (keys of ``IMPLS``).
+    quiet : bool
+        No progress bar.
+    time_budget : float, optional
+        Seconds for the whole run, shared out over the cases as they run.
+    plan : Plan, optional
+        A budget shared with other work (``main`` shares it with the thread scaling).
+    clock : callable
+        Seconds, monotonic (a fake one in tests).
+    min_rounds : int
+        Rounds each case runs even past its share of the time.
+    """
     chosen = [c for c in cases(full) if case_names is None or c.name in set(case_names)]
     impl_names = list(impls) if impls is not None else list(IMPLS)
     optimizers = list(optimizers)
+    jobs = len(chosen) * len(optimizers)
+    if plan is None:
+        total = time_budget if time_budget is not None else budget * jobs
+        plan = Plan(total, jobs, clock)
     rows: list[Row] = []
-    bar = _progress(len(chosen) * len(optimizers), quiet)
-    for case in chosen:
-        for opt in optimizers:
-            bar.set_postfix_str(f"{case.name} {opt}")
-            fns = {}
-            for name in impl_names:
-                fn = IMPLS[name](opt, case)
-                if fn is not None:
-                    fns[name] = fn
-            # Same bytes as the case's params: float64 cases stream twice the floats.
-            width = np.dtype(case.dtype).itemsize // 4
-            fns[ROOFLINE] = roofline_fn(case.numel * width)
-            times = measure(fns, budget)
-            roof = 12 * width * case.numel / statistics.median(times.pop(ROOFLINE)) / 1e9
-            bpp = BYTES_PER_PARAM[opt] * width
-            for name, ts in times.items():
-                rows.append(Row(case.name, opt, name, statistics.median(ts), case.numel, bpp, roof))
-            del fns
-            bar.update(1)
-    bar.close()
+    bar = _progress(jobs, quiet)
+    try:
+        for case in chosen:
+            for opt in optimizers:
+                bar.set_postfix_str(f"{case.name} {opt}")
+                deadline = plan.next_deadline()  # before setup: setup counts
+                fns = {}
+                for name in impl_names:
+                    fn = IMPLS[name](opt, case)
+                    if fn is not None:
+                        fns[name] = fn
+                # Same bytes as the case's params: float64 cases stream twice the floats.
+                width = np.dtype(case.dtype).itemsize // 4
+                fns[ROOFLINE] = roofline_fn(case.numel * width)
+                times = measure(fns, min_rounds=min_rounds, deadline=deadline, clock=clock)
+                roof = 12 * width * case.numel / statistics.median(times.pop(ROOFLINE)) / 1e9
+                bpp = BYTES_PER_PARAM[opt] * width
+                for name, ts in times.items():
+                    rows.append(
+                        Row(
+                            case.name,
+                            opt,
+                            name,
+                            statistics.median(ts),
+                            case.numel,
+                            bpp,
+                            roof,
+                            spread=Spread.of(ts),
+                        )
+                    )
+                del fns
+                bar.update(1)
+    finally:
+        _BASE.clear()
+        bar.close()
     return rows
 
 
-def scaling(opt: str = "adam", numel: int = 16 << 20, budget: float = 1.0) -> list[dict]:
-    """ferroptim and torch fused on one tensor, threads 1..all cores."""
+def scaling(
+    opt: str = "adam",
+    numel: int = 16 << 20,
+    budget: float = 1.0,
+    *,
+    plan: Plan | None = None,
+    clock: Clock = time.perf_counter,
+) -> list[dict]:
+    """ferroptim and torch fused on one tensor, threads 1..all cores (``budget`` s each)."""
     before = fo.get_num_threads()
     cores = os.cpu_count() or 1
+    if plan is None:
+        plan = Plan(budget * cores, cores, clock)
     out = []
     try:
         import torch
@@ -367,6 +472,7 @@ def scaling(opt: str = "adam", numel: int = 16 << 20, budget: float = 1.0) -> li
     try:
         case = Case(f"1 x {numel}", [(numel,)])
         for n in range(1, cores + 1):
+            deadline = plan.next_deadline()
             fo.set_num_threads(n)
             if torch:
                 torch.set_num_threads(n)
@@ -374,82 +480,11 @@ def scaling(opt: str = "adam", numel: int = 16 << 20, budget: float = 1.0) -> li
             tf = torch_impl(opt, case, "fused")
             if tf is not None:
                 fns["torch fused"] = tf
-            times = {k: statistics.median(v) for k, v in measure(fns, budget).items()}
-            out.append({"threads": n, **times})
+            times = measure(fns, min_rounds=3, deadline=deadline, clock=clock)
+            out.append({"threads": n, **{k: statistics.median(v) for k, v in times.items()}})
     finally:
+        _BASE.clear()
         fo.set_num_threads(before)
         if torch:
             torch.set_num_threads(torch_before)
     return out
-
-
-# ---------------------------------------------------------------- report
-
-
-def table(rows: list[Row]) -> str:
-    lines = [
-        "| case | optimizer | implementation | median µs | Mparams/s | GB/s | roofline GB/s "
-        "| % roofline | vs torch fused | vs numpy |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    by_key = {(r.case, r.optimizer, r.impl): r for r in rows}
-    for r in rows:
-        ref = by_key.get((r.case, r.optimizer, "torch fused")) or by_key.get(
-            (r.case, r.optimizer, "torch foreach")
-        )
-        npy = by_key.get((r.case, r.optimizer, "numpy"))
-        vs_t = f"{ref.median_s / r.median_s:.2f}x" if ref else "-"
-        vs_n = f"{npy.median_s / r.median_s:.1f}x" if npy else "-"
-        lines.append(
-            f"| {r.case} | {r.optimizer} | {r.impl} | {r.median_s * 1e6:.1f} | "
-            f"{r.numel / r.median_s / 1e6:.0f} | {r.gbps:.1f} | {r.roofline:.1f} | "
-            f"{100 * r.gbps / r.roofline:.0f}% | {vs_t} | {vs_n} |"
-        )
-    return "\n".join(lines)
-
-
-def scaling_table(points: list[dict], opt: str, numel: int) -> str:
-    bpp = BYTES_PER_PARAM[opt]
-    lines = [
-        f"| threads | ferroptim {opt} ms | GB/s | torch fused ms | roofline GB/s | % roofline |",
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
-    for p in points:
-        gb = bpp * numel / p["ferroptim"] / 1e9
-        roof = 12 * numel / p["roofline"] / 1e9
-        tf = f"{p['torch fused'] * 1e3:.2f}" if "torch fused" in p else "-"
-        lines.append(
-            f"| {p['threads']} | {p['ferroptim'] * 1e3:.2f} | {gb:.1f} | {tf} | {roof:.1f} | "
-            f"{100 * gb / roof:.0f}% |"
-        )
-    return "\n".join(lines)
-
-
-def main(
-    optimizers: list[str], full: bool, budget: float, threads: bool, quiet: bool = False
-) -> int:
-    try:
-        import torch
-
-        torch_note = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
-    except ImportError:
-        torch_note = "torch not installed: no torch columns"
-    print(
-        f"ferroptim {fo.__version__}: SIMD {fo.simd_level()}, {fo.get_num_threads()} threads; "
-        f"{torch_note}; {os.cpu_count()} cores"
-    )
-    rows = run(optimizers, full=full, budget=budget, quiet=quiet)
-    print(
-        "roofline: in-place a += b over the case's bytes (12 B per float32), same run;\n"
-        "NumPy streams "
-        + ", ".join(
-            f"{opt} {NUMPY_BYTES_PER_PARAM[opt]} B/param (fused: {BYTES_PER_PARAM[opt]})"
-            for opt in optimizers
-        )
-        + "\n"
-    )
-    print(table(rows))
-    if threads:
-        print("\nthread scaling, adam, 1 x 16M float32:\n")
-        print(scaling_table(scaling("adam", 16 << 20, budget), "adam", 16 << 20))
-    return 0

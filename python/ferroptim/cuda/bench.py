@@ -151,7 +151,14 @@ def run(
             for name, ts in times.items():
                 rows.append(
                     cpu_bench.Row(
-                        case.name, opt, name, statistics.median(ts), case.numel, bpp, roof
+                        case.name,
+                        opt,
+                        name,
+                        statistics.median(ts),
+                        case.numel,
+                        bpp,
+                        roof,
+                        spread=cpu_bench.Spread.of(ts),
                     )
                 )
     return rows
@@ -170,4 +177,6 @@ def main(optimizers: list[str], budget: float) -> int:
     rows = run(optimizers, "cupy", budget)
     print("roofline: CuPy in-place a += b over the case's bytes (12 B per float32), same run\n")
     print(cpu_bench.table(rows))
+    print()
+    print(cpu_bench.legend(rows))
     return 0
