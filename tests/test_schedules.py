@@ -842,7 +842,8 @@ def test_bad_arguments_raise_value_error_naming_them(
 
 
 @pytest.mark.parametrize(
-    ("what", "call", "name"), [b for b in BAD if not b[0].startswith("plateau metric")],
+    ("what", "call", "name"),
+    [b for b in BAD if not b[0].startswith("plateau metric")],
     ids=[b[0] for b in BAD if not b[0].startswith("plateau metric")],
 )
 def test_bad_arguments_raise_the_package_error(
@@ -933,3 +934,14 @@ def test_failed_plateau_step_changes_nothing() -> None:
     with pytest.raises(HyperparameterError, match="min_lr"):
         sched.step(2.0)  # a bad step: would reduce
     assert sched.state_dict() == state
+
+
+def test_overflow_is_inf_and_the_scheduler_refuses_it() -> None:
+    """gamma > 1 runs out of floats: the pure schedule says inf, the Scheduler refuses it."""
+    grow = S.exponential(2.0)
+    assert grow(5000) == math.inf and grow(np.array([1, 5000]))[1] == math.inf
+    opt = _ferro_opt()
+    sched = S.Scheduler(opt, grow)
+    with pytest.raises(HyperparameterError, match="inf"):
+        sched.load_state_dict({**sched.state_dict(), "last_epoch": 5000})
+    assert sched.t == 0 and sched.get_last_lr() == list(LRS)

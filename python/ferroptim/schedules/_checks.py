@@ -15,7 +15,7 @@ StepLike = int | np.integer | np.ndarray | Sequence[int]
 
 
 def _int(name: str, value: Any, minimum: int = 0) -> int:
-    """``value`` as an int >= ``minimum``, else ValueError naming ``name``."""
+    """``value`` as an int >= ``minimum``, else HyperparameterError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise HyperparameterError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
@@ -32,7 +32,7 @@ def _real(
     low_open: bool = False,
     high_open: bool = False,
 ) -> float:
-    """``value`` as a finite float in the given interval, else ValueError naming ``name``."""
+    """``value`` as a finite float in the interval, else HyperparameterError naming ``name``."""
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)

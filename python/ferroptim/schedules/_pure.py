@@ -29,6 +29,7 @@ class Schedule:
 
     ``schedule(t)`` takes a non-negative integer and returns a float, or takes
     an integer array (or list) and returns a float64 array of the same shape.
+    A value too large for a float is ``inf``.
     Wrap your own function with ``Schedule(fn)`` (absolute values) or
     ``Schedule(fn, relative=True)`` (factors of each group's initial value).
     """
@@ -47,12 +48,19 @@ class Schedule:
     def __call__(self, step: StepLike) -> Any:
         if isinstance(step, (np.ndarray, list, tuple)):
             steps = _steps(step)
-            fn = self._fn
             values = np.fromiter(
-                (fn(int(s)) for s in steps.ravel()), dtype=np.float64, count=steps.size
+                (self._value(int(s)) for s in steps.ravel()), dtype=np.float64, count=steps.size
             )
             return values.reshape(steps.shape)
-        return float(self._fn(_step(step)))
+        return self._value(_step(step))
+
+    def _value(self, t: int) -> float:
+        # Python floats raise on overflow (2.0 ** 5000); a schedule says inf instead, which a
+        # Scheduler then refuses as it refuses any non-finite value.
+        try:
+            return float(self._fn(t))
+        except OverflowError:
+            return math.inf
 
     def __repr__(self) -> str:
         kind = "relative" if self.relative else "absolute"
