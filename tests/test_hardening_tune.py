@@ -1,0 +1,312 @@
+"""`ferroptim tune` under misuse and faults (issue 11 items 3, 7, 9, 10; issue 12
+items 5, 6, 7): a study keeps its metric, the study ends with exactly --trials
+finished trials across processes, a killed worker leaves usable outputs, bad
+input fails in one line before any trial, small runs work with the default
+space, and the plots and help read well."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shlex
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+optuna = pytest.importorskip("optuna", reason="ferroptim tune needs optuna (the test extra)")
+pytest.importorskip("sklearn", reason="the iris data set needs scikit-learn")
+
+from optuna.trial import TrialState  # noqa: E402
+
+from ferroptim.tune import TuneConfig, TuneError, check, load_space, run  # noqa: E402
+from ferroptim.tune import main as tune_main  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+SPACE = {
+    "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+    "lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": True},
+    "hidden": {"type": "categorical", "choices": ["16"]},
+}
+CODE = "import json, sys; from ferroptim.tune import TuneConfig, run; "
+
+
+def config(folder: Path, **overrides) -> TuneConfig:
+    base = {
+        "dataset": "iris",
+        "epochs": 2,
+        "trials": 2,
+        "sampler": "random",
+        "pruner": "none",
+        "out": str(folder / "run"),
+        "space": SPACE,
+        "verbose": 0,
+    }
+    return TuneConfig(**{**base, **overrides})
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "MPLBACKEND": "Agg"}
+
+
+def finished(study) -> list:
+    return study.get_trials(deepcopy=False, states=FINISHED)
+
+
+def db_states(db: Path) -> list[str]:
+    con = sqlite3.connect(db, timeout=10)
+    try:
+        return [r[0] for r in con.execute("SELECT state FROM trials ORDER BY number")]
+    finally:
+        con.close()
+
+
+# --- 11.3: a study keeps its metric and direction ----------------------------------------
+
+
+def test_a_study_refuses_another_metric(tmp_path, capsys):
+    first = run(config(tmp_path))
+    assert first.user_attrs["metric"] == "val_accuracy"
+    for metric in ("val_loss", "val_r2"):  # other direction; same direction, other metric
+        dataset = "iris" if metric == "val_loss" else "synthetic-regression"
+        cfg = config(tmp_path, metric=metric, dataset=dataset, trials=4)
+        with pytest.raises(TuneError, match="made for val_accuracy") as info:
+            run(cfg)
+        assert metric in str(info.value) and "--study" in str(info.value)
+    study = optuna.load_study(study_name="ferroptim", storage=config(tmp_path).storage_url())
+    assert len(study.trials) == 2  # nothing was added
+    code = tune_main(
+        ["--dataset", "iris", "--metric", "val_loss", "--out", str(tmp_path / "run")]
+        + ["--trials", "4", "--epochs", "2", "--verbose", "0"]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "val_loss (minimize)" in err[0], err
+
+
+# --- 11.7: exactly --trials finished trials ----------------------------------------------
+
+
+def test_trials_running_elsewhere_count_toward_the_total(tmp_path):
+    # Two trials finished and one running in another process: a run asked for
+    # 3 trials starts none (before: it started one more, ending with 4).
+    cfg = config(tmp_path, trials=2)
+    run(cfg)
+    study = optuna.load_study(study_name="ferroptim", storage=cfg.storage_url())
+    elsewhere = study.ask()
+    elsewhere.set_user_attr("pid", -1)
+    again = run(config(tmp_path, trials=3))
+    assert [t.state for t in again.trials] == [*[TrialState.COMPLETE] * 2, TrialState.RUNNING]
+    study.tell(elsewhere, 0.5)
+    assert len(finished(study)) == 3
+
+
+def test_the_gate_admits_one_of_two_racing_trials(tmp_path):
+    from ferroptim.tune.study import SKIPPED, _gated, _Skip
+
+    cfg = config(tmp_path, trials=1)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/gate.db", direction="maximize")
+    first, second = study.ask(), study.ask()  # both passed the "fewer than 1" check
+    specs = load_space(SPACE)
+    with pytest.raises(_Skip):
+        _gated(second, cfg, specs)
+    assert 0 <= _gated(first, cfg, specs) <= 1  # the earlier number runs
+    assert study.trials[1].user_attrs[SKIPPED] is True
+
+
+def test_two_overlapping_invocations_end_with_exactly_n(tmp_path):
+    # Two processes on one SQLite study, started together (both wait for a
+    # file): before, each ran its own 6 trials and the study ended with 12.
+    cfg = config(tmp_path, trials=6, dataset="synthetic-classification")
+    go = tmp_path / "go"
+    code = "import json, os, sys, time; from ferroptim.tune import TuneConfig, run\n"
+    code += "while not os.path.exists(sys.argv[2]): time.sleep(0.01)\n"
+    code += "run(TuneConfig(**json.loads(sys.argv[1])))"
+    args = [sys.executable, "-c", code, json.dumps(cfg.__dict__), str(go)]
+    run(config(tmp_path, trials=1, dataset="synthetic-classification"))  # the study exists
+    procs = [subprocess.Popen(args, env=env(), stderr=subprocess.PIPE, text=True) for _ in "ab"]
+    time.sleep(3)  # both have imported everything and wait
+    go.touch()
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    states = db_states(tmp_path / "run" / "study.db")
+    assert states.count("COMPLETE") + states.count("PRUNED") == 6, states
+    assert "RUNNING" not in states and "WAITING" not in states
+    with (tmp_path / "run" / "trials.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["state"] for r in rows].count("COMPLETE") == 6
+
+
+# --- 11.9: a killed worker ---------------------------------------------------------------
+
+
+def _running_in_worker(db: Path, parent: int) -> tuple[int, int] | None:
+    """(trial number, worker pid) of a trial training in a worker, else None."""
+    if not db.exists():
+        return None
+    con = sqlite3.connect(db, timeout=5)
+    try:
+        row = con.execute(
+            "SELECT t.number, a.value_json FROM trials t"
+            " JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = 'pid'"
+            " JOIN trial_intermediate_values v ON v.trial_id = t.trial_id"
+            " WHERE t.state = 'RUNNING'"
+        ).fetchone()
+    except sqlite3.OperationalError:  # tables not created yet
+        return None
+    finally:
+        con.close()
+    if row is None or int(row[1]) == parent:
+        return None
+    return row[0], int(row[1])
+
+
+def test_a_killed_worker_leaves_outputs_and_no_running_trial(tmp_path):
+    out = tmp_path / "run"
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(SPACE))
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "ferroptim", "tune", "--dataset", "synthetic-classification"]
+        + ["--epochs", "60", "--trials", "4", "--workers", "2", "--sampler", "random"]
+        + ["--pruner", "none", "--space", str(space), "--out", str(out), "--verbose", "0"],
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        victim = None
+        while victim is None and time.monotonic() < deadline and parent.poll() is None:
+            time.sleep(0.1)
+            victim = _running_in_worker(out / "study.db", parent.pid)
+        assert victim is not None, parent.communicate(timeout=120)
+        os.kill(victim[1], signal.SIGKILL)
+        stdout, stderr = parent.communicate(timeout=300)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    assert parent.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("ferroptim tune: error: worker ")
+    assert f"(pid {victim[1]}) was killed by SIGKILL" in last
+    assert f"its trial {victim[0]} is marked FAIL" in last
+    assert "run the same command again" in last
+    states = db_states(out / "study.db")
+    assert states[victim[0]] == "FAIL" and "RUNNING" not in states, states
+    with (out / "trials.csv").open() as f:
+        rows = {int(r["number"]): r for r in csv.DictReader(f)}
+    assert rows[victim[0]]["state"] == "FAIL"
+    assert "killed by SIGKILL" in rows[victim[0]]["error"]
+    assert sum(r["state"] == "COMPLETE" for r in rows.values()) >= 1
+    assert json.loads((out / "best.json").read_text())["metric"] == "val_accuracy"
+
+
+# --- 11.10: up-front checks --------------------------------------------------------------
+
+
+def _bad_space(**entry) -> dict:
+    return {**SPACE, **entry}
+
+
+@pytest.mark.parametrize(
+    ("args", "space", "message"),
+    [
+        (["--metric", "val_r2"], None, "--metric: iris is a classification task"),
+        (
+            [],
+            _bad_space(lr={"type": "float", "low": -0.1, "high": 0.1}),
+            "space: 'lr' must be > 0, got low -0.1",
+        ),
+        (
+            [],
+            _bad_space(dropout={"type": "float", "low": 0.0, "high": 2.0}),
+            "space: 'dropout' must be in [0, 1), got high 2.0",
+        ),
+        (
+            [],
+            _bad_space(hidden={"type": "categorical", "choices": ["16", "x"]}),
+            "space: 'hidden' choices are layer widths",
+        ),
+        (
+            [],
+            _bad_space(activation={"type": "categorical", "choices": ["relu", "gelu"]}),
+            "space: unknown activation 'gelu'",
+        ),
+        (
+            [],
+            _bad_space(batch_size={"type": "categorical", "choices": [16, 0]}),
+            "space: 'batch_size' must be >= 1, got choice 0",
+        ),
+        (
+            [],
+            _bad_space(momentum={"type": "categorical", "choices": [0.9, "fast"]}),
+            "space: 'momentum' takes numbers, got choice 'fast'",
+        ),
+        (
+            ["--storage", "sqlite:///:memory:", "--workers", "2"],
+            None,
+            "--storage: 'sqlite:///:memory:' lives in one process",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_before_any_trial(tmp_path, capsys, args, space, message):
+    out = tmp_path / "run"
+    flags = ["--dataset", "iris", "--epochs", "2", "--trials", "2", "--out", str(out)]
+    (tmp_path / "space.json").write_text(json.dumps(SPACE if space is None else space))
+    flags += ["--space", str(tmp_path / "space.json")]
+    code = tune_main([*flags, "--verbose", "0", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and err[0].startswith("ferroptim tune: error: "), err
+    assert message in err[0]
+    assert not out.exists()  # nothing created, no trial ran
+
+
+def test_out_on_a_file_or_under_one_is_refused(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for out, message in (
+        (blocker, f"--out: {blocker} exists and is not a folder"),
+        (blocker / "sub", f"--out: cannot create {blocker}/sub: {blocker} is not a folder"),
+    ):
+        with pytest.raises(TuneError) as info:
+            check(config(tmp_path, out=str(out)))
+        assert str(info.value) == message
+        code = tune_main(["--dataset", "iris", "--out", str(out), "--verbose", "0"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and err == [f"ferroptim tune: error: {message}"]
+    assert blocker.read_text() == "not a folder"
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(TuneError, match="--out: cannot write in"):
+            check(config(tmp_path, out=str(locked / "run")))
+
+
+def test_train_command_is_shell_quoted(tmp_path):
+    # A data file in a folder whose name has a space and a quote.
+    folder = tmp_path / "my 'data"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 4)).astype(np.float32)
+    np.savez(folder / "d.npz", X=X, y=(X[:, 0] > 0).astype(np.int64))
+    cfg = config(tmp_path, dataset=str(folder / "d.npz"))
+    run(cfg)
+    best = json.loads((Path(cfg.out) / "best.json").read_text())
+    argv = shlex.split(best["train_command"])
+    assert argv[:2] == ["ferroptim", "train"]
+    assert argv[argv.index("--dataset") + 1] == str(folder / "d.npz")
+    from ferroptim.train.cli import build_parser
+
+    args = build_parser().parse_args(argv[2:])
+    assert args.lr == pytest.approx(best["params"]["lr"])
