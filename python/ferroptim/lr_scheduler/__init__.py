@@ -69,3 +69,9 @@ __all__ = [
     "SequentialLR",
     "StepLR",
 ]
+
+# The classes live in private modules; show (and pickle) them under this public one.
+for _name in __all__:
+    if _name != "ReduceLROnPlateau":
+        globals()[_name].__module__ = __name__
+del _name

@@ -103,3 +103,8 @@ __all__ = [
     "step_decay",
     "warmup_cosine",
 ]
+
+# The classes live in private modules; show (and pickle) them under this public one, as before.
+for _cls in (BatchSizeSchedule, ReduceLROnPlateau, Schedule, Scheduler):
+    _cls.__module__ = __name__
+del _cls
