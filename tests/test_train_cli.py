@@ -516,5 +516,8 @@ def test_resume_with_other_callbacks_is_a_usage_error(tmp_path):
     before = (tmp_path / "run" / "last.npz").read_bytes()
     proc = train(tmp_path, "--resume", "run", "--patience", "3", "--verbose", "0", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.startswith(f"{ERROR_PREFIX} --resume: checkpoint does not match")
+    # One rule for every flag on --resume: a value other than the saved one is refused.
+    assert proc.stderr.startswith(
+        f"{ERROR_PREFIX} --resume: --patience 3 differs from the saved run's (not set)"
+    )
     assert (tmp_path / "run" / "last.npz").read_bytes() == before

@@ -183,10 +183,42 @@ class ReduceLROnPlateau(Callback):
 
 
 class CSVLogger(Callback):
-    """Appends one row per epoch to a CSV file (header from the first epoch)."""
+    """Writes one row per epoch to a CSV file (header from the first epoch).
+
+    Rows are keyed by epoch: when training begins, rows of epochs the trainer
+    has not completed are dropped (a run killed after writing its row but
+    before its checkpoint, then resumed, gets no duplicate rows; a new run in
+    the same folder starts a new file).
+
+    Parameters
+    ----------
+    path : str or Path
+        The CSV file; its folder is created when needed.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+
+    def on_train_begin(self, trainer: Any) -> None:
+        done = int(getattr(trainer, "epoch", 0))
+        if not self.path.exists():
+            return
+        with self.path.open(newline="") as f:
+            rows = list(csv.reader(f))
+        header, body = (rows[0], rows[1:]) if rows else ([], [])
+        keep = [r for r in body if r and _epoch_of(r) is not None and _epoch_of(r) <= done]
+        if done == 0 or not header or header[0] != "epoch":
+            keep = []
+        if len(keep) == len(body) and keep:
+            return
+        # Rewrite through a temporary file: a kill now leaves the old file or the new one.
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f)
+            if keep:
+                writer.writerow(header)
+                writer.writerows(keep)
+        tmp.replace(self.path)
 
     def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +231,13 @@ class CSVLogger(Callback):
             writer.writerow(row)
 
 
+def _epoch_of(row: list[str]) -> int | None:
+    try:
+        return int(row[0])
+    except ValueError:
+        return None
+
+
 class TerminateOnNaN(Callback):
     """Stops training as soon as a batch loss is NaN or infinite."""
 
@@ -208,36 +247,89 @@ class TerminateOnNaN(Callback):
             trainer.log(f"loss is {logs['loss']} at step {step}: stopping")
 
 
-class ProgressBar(Callback):
-    """tqdm bars: one over epochs, one over the batches of the current epoch,
-    both showing loss and metrics. Silent with ``verbose=0`` or when the
-    output is not a terminal (unless ``force``)."""
+def _short(key: str) -> str:
+    """Short metric names for one-line displays: ``val_accuracy`` -> ``val_acc``."""
+    return key.replace("accuracy", "acc")
 
-    def __init__(self, verbose: int = 1, force: bool = False, file: Any = None) -> None:
+
+def _num(value: float) -> str:
+    """Three decimals for values near 1 (accuracy, most losses), else 3 significant digits."""
+    if value != value or value in (math.inf, -math.inf):
+        return str(value)
+    if value == 0 or 1e-3 <= abs(value) < 1e3:
+        return f"{value:.3f}"
+    return f"{value:.2e}"
+
+
+def format_logs(logs: dict[str, float], skip: tuple[str, ...] = ()) -> str:
+    """``loss=0.123 acc=0.951 val_loss=0.130 val_acc=0.940``: the epoch's
+    loss and metrics, short names, few digits (fits 80 columns with a bar)."""
+    hidden = ("epoch", "step", "time", "batch_size", "lr", *skip)
+    return " ".join(f"{_short(k)}={_num(v)}" for k, v in logs.items() if k not in hidden)
+
+
+class ProgressBar(Callback):
+    """Progress of a run on ``file`` (default ``sys.stderr``).
+
+    In a terminal: tqdm bars, one over epochs showing the last epoch's loss and
+    metrics (``loss=0.123 acc=0.951 val_loss=0.130 val_acc=0.940``, laid out
+    to fit 80 columns), one over the batches of the current epoch. Elsewhere
+    (a log file, a pipe, a batch job): one flushed line per epoch, as Keras
+    prints with ``verbose=2``. Silent with ``verbose=0``.
+
+    Parameters
+    ----------
+    verbose : int
+        0: nothing; 1 or more: bars in a terminal, lines elsewhere.
+    force : bool
+        Draw the bars even when ``file`` is not a terminal.
+    file : file-like, optional
+        Where to write (``sys.stderr`` when None).
+    ncols : int, optional
+        Width of the bars (default: the terminal's width).
+    """
+
+    def __init__(
+        self, verbose: int = 1, force: bool = False, file: Any = None, ncols: int | None = None
+    ) -> None:
         self.verbose = verbose
         self.force = force
         self.file = file
+        self.ncols = ncols
         self.epoch_bar: Any = None
         self.batch_bar: Any = None
+        self._lines = False
 
-    def _active(self) -> bool:
-        out = self.file or sys.stderr
-        return self.verbose > 0 and (self.force or (hasattr(out, "isatty") and out.isatty()))
+    def _out(self) -> Any:
+        return self.file or sys.stderr
+
+    def _bars(self) -> bool:
+        out = self._out()
+        return self.force or (hasattr(out, "isatty") and out.isatty())
+
+    def _bar_args(self) -> dict[str, Any]:
+        if self.ncols is not None:
+            return {"file": self.file, "ncols": self.ncols}
+        return {"file": self.file, "dynamic_ncols": True}
 
     def on_train_begin(self, trainer: Any) -> None:
-        if not self._active():
+        self._lines = False
+        if self.verbose <= 0:
+            return
+        if not self._bars():
+            self._lines = True
             return
         from tqdm.auto import tqdm
 
         self._tqdm = tqdm
+        # No bar graphic on the epoch line: the room goes to the numbers.
         self.epoch_bar = tqdm(
             total=trainer.epochs,
             initial=trainer.epoch,
-            desc="epochs",
             unit="epoch",
             position=0,
-            file=self.file,
-            dynamic_ncols=True,
+            bar_format="epoch {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}",
+            **self._bar_args(),
         )
 
     def on_epoch_begin(self, trainer: Any, epoch: int) -> None:
@@ -249,39 +341,57 @@ class ProgressBar(Callback):
             unit="batch",
             position=1,
             leave=False,
-            file=self.file,
-            dynamic_ncols=True,
+            **self._bar_args(),
         )
 
     def on_batch_end(self, trainer: Any, step: int, logs: dict[str, float]) -> None:
         if self.batch_bar is not None:
             self.batch_bar.update(1)
             if step % 10 == 0:
-                self.batch_bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
+                self.batch_bar.set_postfix_str(f"loss={_num(logs['loss'])}", refresh=False)
 
     def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
+        if self._lines:
+            line = f"epoch {epoch + 1}/{trainer.epochs} {logs.get('time', 0.0):.1f}s"
+            line += f" {format_logs(logs)}"
+            if "lr" in logs:
+                line += f" lr={logs['lr']:.2e}"
+            print(line, file=self._out(), flush=True)
+            return
         if self.batch_bar is not None:
             self.batch_bar.close()
             self.batch_bar = None
         if self.epoch_bar is not None:
-            shown = {k: f"{v:.4g}" for k, v in logs.items() if k not in ("time", "batch_size")}
-            self.epoch_bar.set_postfix(shown, refresh=False)
+            self.epoch_bar.set_postfix_str(format_logs(logs), refresh=False)
             self.epoch_bar.update(1)
 
     def on_train_end(self, trainer: Any) -> None:
         if self.batch_bar is not None:
             self.batch_bar.close()
+            self.batch_bar = None
         if self.epoch_bar is not None:
             self.epoch_bar.close()
+            self.epoch_bar = None
 
 
 class PlotHistory(Callback):
-    """Writes the history as one PNG when training ends (see :func:`plot_history`)."""
+    """Writes the history as one PNG when training ends (see :func:`plot_history`).
 
-    def __init__(self, path: str | Path) -> None:
+    Parameters
+    ----------
+    path : str or Path
+        The PNG file.
+    title : str or callable, optional
+        The figure's title, or a function ``trainer -> str`` called when
+        training ends (e.g. to add the test accuracy).
+    """
+
+    def __init__(self, path: str | Path, title: Any = None) -> None:
         self.path = Path(path)
+        self.title = title
 
     def on_train_end(self, trainer: Any) -> None:
         from ferroptim.train.plot import plot_history
 
-        plot_history(trainer.history, self.path)
+        title = self.title(trainer) if callable(self.title) else self.title
+        plot_history(trainer.history, self.path, title=title)

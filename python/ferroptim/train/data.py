@@ -139,7 +139,7 @@ def _from_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
             with np.load(path, allow_pickle=False) as f:
                 if "X" not in f.files or "y" not in f.files:
                     raise ValueError(f"{path} must hold arrays 'X' and 'y', has {f.files}")
-                return np.array(f["X"], dtype=np.float64), np.array(f["y"])
+                return _numbers(path, "X", f["X"]), _numbers(path, "y", f["y"])
         with path.open(newline="") as f:
             rows = list(csv.reader(f))
     except ValueError:
@@ -159,6 +159,26 @@ def _from_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return table[:, :-1], table[:, -1]
 
 
+def _numbers(path: Path, name: str, array: np.ndarray) -> np.ndarray:
+    """``array`` as float64; strings, objects and complex numbers are refused, not converted."""
+    if array.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{path}: {name!r} must hold real numbers, got dtype {array.dtype} "
+            "(encode string labels as class numbers 0, 1, ...)"
+        )
+    return np.asarray(array, dtype=np.float64)
+
+
+def _check_finite(name: str, X: np.ndarray, y: np.ndarray) -> None:
+    for part, values in (("X", X), ("y", y)):
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            raise ValueError(
+                f"{name}: {part} has {bad} non-finite values (NaN or inf) of {values.size}; "
+                "remove or fill them first"
+            )
+
+
 def _numeric(row: list[str]) -> bool:
     try:
         [float(v) for v in row]
@@ -171,7 +191,8 @@ def load_dataset(name: str, *, seed: int = 0, task: str | None = None) -> Datase
     """digits, iris, synthetic-regression, synthetic-classification, or a .npz / .csv file.
 
     A file's task is classification when its labels are few whole numbers,
-    unless ``task`` says otherwise.
+    unless ``task`` says otherwise. Its ``X`` and ``y`` must be real numbers,
+    all finite: a ValueError names what is wrong.
     """
     if name in ("digits", "iris"):
         X, y = _sklearn(name)
@@ -180,7 +201,8 @@ def load_dataset(name: str, *, seed: int = 0, task: str | None = None) -> Datase
         X, y, found = _synthetic(name, seed)
     elif name.endswith((".npz", ".csv")):
         X, y = _from_file(Path(name))
-        whole = np.all(np.isfinite(y)) and np.all(np.asarray(y) == np.round(y))
+        _check_finite(name, X, y)
+        whole = np.all(np.asarray(y) == np.round(y))
         found = "classification" if whole and len(np.unique(y)) <= 100 else "regression"
     else:
         raise ValueError(
