@@ -105,7 +105,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     )
     p.add_argument("--model", default="mlp", help=" | ".join(MODELS))
     p.add_argument(
-        "--hidden", default="256,128", help="hidden layer widths of the MLP, comma-separated"
+        "--hidden",
+        default="256,128",
+        metavar="W1,W2",
+        help="hidden layer widths of the MLP, comma-separated",
     )
     p.add_argument("--activation", default="relu", help="relu | tanh | sigmoid")
     p.add_argument("--dropout", type=float, default=0.2, help="dropout after each hidden layer")
@@ -136,9 +139,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         help="any other optimizer hyperparameter, e.g. --opt amsgrad=true (default: none)",
     )
     p.add_argument("--schedule", default="cosine", help=" | ".join(SCHEDULES))
-    p.add_argument("--warmup", type=int, default=0, help="linear warmup steps")
-    p.add_argument("--epochs", type=int, default=60, help="length of the run")
-    p.add_argument("--batch-size", type=int, default=32, help="mini-batch size")
+    p.add_argument("--warmup", type=int, default=0, metavar="STEPS", help="linear warmup steps")
+    p.add_argument("--epochs", type=int, default=60, metavar="N", help="length of the run")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="mini-batch size")
     p.add_argument(
         "--max-grad-norm", type=float, default=None, help="clip the grad norm (default: off)"
     )
@@ -152,18 +155,23 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--patience",
         type=int,
         default=None,
+        metavar="N",
         help="early stopping on val loss after N epochs without progress (default: off)",
     )
-    p.add_argument("--seed", type=int, default=0, help="data split, init, batches, dropout")
+    p.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="data split, init, batches, dropout"
+    )
     p.add_argument("--dtype", default="float32", help="float32 | float64")
     p.add_argument(
         "--out",
         default=None,
+        metavar="DIR",
         help="folder for history.csv, curves.png, checkpoints (default: write nothing)",
     )
     p.add_argument(
         "--resume",
         default=None,
+        metavar="DIR",
         help="folder of a run to continue from its last.npz (default: a new run)",
     )
     p.add_argument(
@@ -178,6 +186,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--verbose",
         type=int,
         default=1,
+        metavar="N",
         help="0: quiet, 1: a progress bar (one line per epoch when not a terminal)",
     )
     return p
