@@ -171,6 +171,10 @@ def test_ratio_marks_overlap_and_noise():
     assert bench_report.ratio(overlapping, tight_fast) == "~1.00x"
     assert bench_report.ratio(noisy, tight_fast, 1).endswith("x?")
     assert bench_report.ratio(tight_fast, tight_fast) == "1.00x"  # its own baseline
+    # The mark follows the spread the table shows (±half the interquartile range).
+    ten, twenty = row("a", [0.8, 1.0, 1.2]), row("b", [0.6, 1.0, 1.4])
+    assert bench.table([ten]).count("±10% (n=3)") == 1 and not ten.spread.noisy
+    assert bench.table([twenty]).count("±20% (n=3)") == 1 and twenty.spread.noisy
     few = row("torch loop", [2.0, 2.1])
     assert bench_report.ratio(few, tight_fast).endswith("?")  # under 3 samples
 

@@ -6,8 +6,8 @@ Adam on 100 params at 7985 µs and the next at 32 µs). So every figure comes
 with its spread, and every ratio is marked:
 
 - ``~`` the two interquartile ranges overlap: no clear difference;
-- ``?`` a spread is wide (interquartile range over ``WIDE`` of the median,
-  or fewer than ``MIN_SAMPLES`` step times): noisy, rerun with more time.
+- ``?`` a spread is wide (half the interquartile range over ``WIDE`` of the
+  median, or fewer than ``MIN_SAMPLES`` step times): noisy, rerun with more time.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import ferroptim as fo
 __all__ = ["MIN_SAMPLES", "WIDE", "Row", "Spread", "legend", "main", "ratio", "scaling_table"]
 __all__ += ["table"]
 
-# An interquartile range wider than this fraction of the median is "noisy".
-WIDE = 0.25
+# A spread (half the interquartile range) over this fraction of the median is "noisy".
+WIDE = 0.15
 # Fewer step times than this give no usable spread.
 MIN_SAMPLES = 3
 
@@ -51,13 +51,13 @@ class Spread:
         return cls(ts[0], q1, statistics.median(ts), q3, ts[-1], len(ts))
 
     @property
-    def rel_iqr(self) -> float:
-        """Interquartile range over the median."""
-        return (self.q3 - self.q1) / self.median if self.median > 0 else float("inf")
+    def relative(self) -> float:
+        """Half the interquartile range over the median: the table's ``±``."""
+        return (self.q3 - self.q1) / 2 / self.median if self.median > 0 else float("inf")
 
     @property
     def noisy(self) -> bool:
-        return self.n < MIN_SAMPLES or self.rel_iqr > WIDE
+        return self.n < MIN_SAMPLES or self.relative > WIDE
 
 
 @dataclass
@@ -100,7 +100,7 @@ def _spread(r: Row) -> str:
     s = r.spread
     if s is None:
         return "-"
-    return f"±{50 * s.rel_iqr:.0f}% (n={s.n})"
+    return f"±{100 * s.relative:.0f}% (n={s.n})"
 
 
 def table(rows: list[Row]) -> str:
@@ -132,7 +132,7 @@ def legend(rows: list[Row]) -> str:
         "n: step times.\n"
         "vs X: X's median over this row's (above 1: this row is faster). "
         "~: the two interquartile ranges overlap (no clear difference); "
-        f"?: a spread over {100 * WIDE:.0f}% or under {MIN_SAMPLES} step times (noisy)."
+        f"?: a spread over ±{100 * WIDE:.0f}% or under {MIN_SAMPLES} step times (noisy)."
     )
     if noisy:
         text += (
