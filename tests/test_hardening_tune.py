@@ -310,3 +310,129 @@ def test_train_command_is_shell_quoted(tmp_path):
 
     args = build_parser().parse_args(argv[2:])
     assert args.lr == pytest.approx(best["params"]["lr"])
+
+
+# --- 12.5, 12.6, 12.7: small runs, plots, help ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def default_study(tmp_path_factory):
+    """The default space on 2 epochs of iris (2 optimizer steps at batch size 128)."""
+    folder = tmp_path_factory.mktemp("default-space")
+    cfg = TuneConfig(
+        dataset="iris",
+        epochs=2,
+        trials=6,
+        sampler="random",
+        pruner="none",
+        out=str(folder / "run"),
+        verbose=0,
+    )
+    return run(cfg), cfg
+
+
+def test_the_default_space_fits_any_epoch_count(tmp_path, default_study):
+    study, _ = default_study
+    assert len(finished(study)) == 6
+    for dataset, epochs in (("iris", 1), ("iris", 5), ("digits", 5), ("digits", 15)):
+        cfg = TuneConfig(dataset=dataset, epochs=epochs, out=str(tmp_path / "run"))
+        specs = check(cfg)
+        n_train = 102 if dataset == "iris" else 1259
+        steps = epochs * -(-n_train // 128)
+        if "warmup" in specs:
+            assert 1 <= specs["warmup"].high <= min(50, steps // 5), (dataset, epochs)
+            assert max(specs["warmup"].grid) == specs["warmup"].high
+        else:
+            assert steps // 5 < 1, (dataset, epochs)
+    assert not (tmp_path / "run").exists()
+
+
+def test_grid_search_works_on_the_default_space(tmp_path):
+    cfg = TuneConfig(dataset="iris", epochs=2, trials=3, sampler="grid", out=str(tmp_path))
+    cfg.pruner, cfg.verbose = "none", 0
+    specs = check(cfg)
+    study = run(cfg)
+    assert len(finished(study)) == 3
+    for t in study.trials:
+        for name, value in t.params.items():
+            assert value in specs[name].grid_values(), (name, value)
+
+
+def _label_boxes(fig) -> list:
+    """(text, window extent) of every tick label drawn, major and minor."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            for tick in [*axis.get_major_ticks(), *axis.get_minor_ticks()]:
+                if not low - 1e-12 <= tick.get_loc() <= high + 1e-12:
+                    continue
+                for label in (tick.label1, tick.label2):
+                    if label.get_visible() and label.get_text():
+                        boxes.append((label.get_text(), label.get_window_extent(renderer)))
+    return boxes
+
+
+def test_plots_name_the_metric_and_their_labels_do_not_overlap(default_study):
+    import matplotlib
+    from matplotlib.text import Text
+
+    from ferroptim.tune import figures
+
+    study, cfg = default_study
+    style = dict(matplotlib.rcParams)
+    figs = dict(figures(study, cfg))
+    assert set(figs) == {"history.png", "parallel_coordinate.png", "importances.png"}
+    assert dict(matplotlib.rcParams) == style  # Optuna's style did not leak out
+    assert figs["history.png"].axes[0].get_ylabel() == "val_accuracy"
+    parallel = figs["parallel_coordinate.png"]
+    names = [t.get_text() for t in parallel.axes[0].get_xticklabels()]
+    assert names[0] == "val_accuracy" and len(names) >= 8  # every hyperparameter
+    assert "val_accuracy" in [ax.get_ylabel() for ax in parallel.axes]  # the colour bar
+    for name, fig in figs.items():
+        texts = [t.get_text() for t in fig.findobj(Text)]
+        assert not any("Objective Value" in t for t in texts), name
+        assert any("val_accuracy" in t for t in texts), name
+        boxes = _label_boxes(fig)
+        clashes = [
+            (a, b)
+            for i, (a, box) in enumerate(boxes)
+            for b, other in boxes[i + 1 :]
+            if box.overlaps(other)
+        ]
+        assert not clashes, (name, clashes)
+
+
+def test_a_small_cli_run_prints_best_then_retrains_and_no_warnings(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ferroptim", "tune", "--dataset", "iris", "--trials", "3"]
+        + ["--epochs", "2", "--retrain-best", "--verbose", "0", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in env().items() if k != "PYTHONWARNINGS"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # no Optuna or matplotlib warnings
+    lines = proc.stdout.splitlines()
+    best = [i for i, line in enumerate(lines) if line.startswith("best val_accuracy: ")]
+    test = [i for i, line in enumerate(lines) if line.startswith("test accuracy: ")]
+    assert best and test and best[0] < test[0], lines
+    assert (out / "best-model" / "last.npz").is_file()
+
+
+def test_help_shows_defaults_and_no_rst(capsys):
+    from ferroptim.tune import build_parser
+
+    text = build_parser().format_help()
+    for default in ("(default: 40)", "(default: tpe)", "(default: median)", "(default: 15)"):
+        assert default in text, default
+    for raw in ("``", ".. ", ":func:", ":data:", "(default: None)"):
+        assert raw not in text, raw
+    with pytest.raises(SystemExit) as info:
+        tune_main(["--help"])
+    assert info.value.code == 0
+    assert "(default: val_accuracy)" in capsys.readouterr().out

@@ -10,7 +10,7 @@ from ferroptim.tune.config import PRUNERS, SAMPLERS, TuneConfig, TuneError, Work
 __all__ = ["build_parser", "main"]
 
 DESCRIPTION = (
-    "Hyperparameter search on Optuna over `ferroptim train`. Trials are `ferroptim train` "
+    "Hyperparameter search on Optuna over ferroptim train. Trials are ferroptim train "
     "runs whose validation metric is reported after every epoch (so pruners can stop bad "
     "ones early). The run folder gets best.json (with the train command of the best "
     "trial), trials.csv and plots."
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _Parser(prog="ferroptim tune", description=DESCRIPTION, formatter_class=_Formatter)
     d = TuneConfig()
-    p.add_argument("--dataset", default=d.dataset, help="as for `ferroptim train`")
+    p.add_argument("--dataset", default=d.dataset, help="as for ferroptim train")
     p.add_argument(
         "--trials",
         type=int,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shlex
 import sys
 import warnings
@@ -85,7 +86,8 @@ def figures(study: Any, cfg: TuneConfig) -> list[tuple[str, Any]]:
         try:
             # Optuna's and matplotlib's remarks (experimental API, few trials,
             # a constant axis) are not the user's business here.
-            with warnings.catch_warnings():
+            # rc_context: Optuna switches matplotlib to its style for good.
+            with warnings.catch_warnings(), matplotlib.rc_context():
                 warnings.simplefilter("ignore")
                 ax = fn(study, target_name=cfg.metric)
                 fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
@@ -105,9 +107,15 @@ def figures(study: Any, cfg: TuneConfig) -> list[tuple[str, Any]]:
 def _spread_parallel(fig: Any, ax: Any, n_params: int) -> None:
     """Room for every axis of a parallel-coordinate plot: width per axis, small
     slanted names, and few ticks, so neighbouring labels do not overlap."""
-    from matplotlib.ticker import LogLocator, MaxNLocator
+    from matplotlib.ticker import (
+        FixedLocator,
+        LogFormatterSciNotation,
+        LogLocator,
+        MaxNLocator,
+        NullFormatter,
+    )
 
-    fig.set_size_inches(max(10.0, 2.0 * (n_params + 1) + 2), 6)
+    fig.set_size_inches(max(10.0, 1.4 * (n_params + 1) + 2), 6)
     for label in ax.get_xticklabels():
         label.set_rotation(25)
         label.set_horizontalalignment("right")
@@ -115,16 +123,15 @@ def _spread_parallel(fig: Any, ax: Any, n_params: int) -> None:
     for other in fig.axes:
         if other is ax or other.get_label() == "<colorbar>":
             continue
-        if other.get_yscale() == "log":
-            other.yaxis.set_major_locator(LogLocator(numticks=4))
-        elif not other.get_yticklabels() or not _categorical(other):
+        if isinstance(other.yaxis.get_major_locator(), FixedLocator):
+            pass  # categorical: Optuna placed one tick per choice
+        elif other.get_yscale() == "log":
+            low, high = other.get_ylim()
+            subs = (1.0,) if math.log10(high / low) > 3 else (1.0, 3.0)
+            other.yaxis.set_major_locator(LogLocator(subs=subs))
+            other.yaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+            other.yaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks crowd
+        else:
             other.yaxis.set_major_locator(MaxNLocator(4))
-        other.tick_params(axis="y", labelsize=8)
+        other.tick_params(axis="y", which="both", labelsize=8)
     ax.tick_params(axis="y", labelsize=8)
-
-
-def _categorical(ax: Any) -> bool:
-    """A categorical axis has fixed tick labels that are not its numbers."""
-    from matplotlib.ticker import FixedFormatter
-
-    return isinstance(ax.yaxis.get_major_formatter(), FixedFormatter)
