@@ -10,6 +10,7 @@
 //! hash-map borrow per array. A grad may not overlap any param; params are
 //! checked against each other when they are added.
 
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
@@ -23,6 +24,7 @@ use pyo3::types::{PyDict, PyList};
 
 use crate::error::{Error, Result};
 use crate::kernels::{gradtools, multi, Algorithm, Job, Real, MAX_SLOTS};
+use crate::memory;
 
 /// Reads a param group dict into an algorithm's hyperparameters, checking
 /// every value. The one place hyperparameters are validated.
@@ -108,6 +110,19 @@ impl<T: Real> Arena<T> {
         }
     }
 
+    /// Makes room for `extra` more elements in every allocated buffer, so
+    /// that [`Arena::grow`] by up to `extra` cannot fail.
+    fn reserve(&mut self, extra: usize) -> Result<()> {
+        for slot in self.slots.iter_mut().filter(|s| !s.is_empty()) {
+            memory::try_reserve(slot, extra, "optimizer state")?;
+        }
+        if !self.average.is_empty() {
+            memory::try_reserve(&mut self.average, extra, "averaged weights")?;
+        }
+        Ok(())
+    }
+
+    /// Appends `extra` elements; call [`Arena::reserve`] first.
     fn grow(&mut self, extra: usize) -> usize {
         let offset = self.len;
         self.len += extra;
@@ -120,17 +135,18 @@ impl<T: Real> Arena<T> {
         offset
     }
 
-    fn ensure(&mut self, k: usize) {
+    fn ensure(&mut self, k: usize) -> Result<()> {
         if self.slots[k].len() != self.len {
-            // Zeroed allocation: pages are only touched when first written.
-            self.slots[k] = vec![T::ZERO; self.len];
+            self.slots[k] = memory::try_zeroed(self.len, "optimizer state")?;
         }
+        Ok(())
     }
 
-    fn ensure_average(&mut self) {
+    fn ensure_average(&mut self) -> Result<()> {
         if self.average.len() != self.len {
-            self.average = vec![T::ZERO; self.len];
+            self.average = memory::try_zeroed(self.len, "averaged weights")?;
         }
+        Ok(())
     }
 
     fn slice(&self, k: usize, p: &Param) -> &[T] {
@@ -183,8 +199,13 @@ struct Inner {
     num_groups: usize,
     f32: Arena<f32>,
     f64: Arena<f64>,
-    /// Byte ranges `(start, end, param index)` of the non-empty params, sorted.
+    /// Byte ranges `(start, end, param index)` of the non-empty params,
+    /// sorted, for the grad overlap check of a step; rebuilt from `index`
+    /// by the first step after params were added.
     ranges: Vec<(usize, usize, usize)>,
+    /// The same ranges keyed by start, so adding a group costs O(k log n)
+    /// rather than a re-sort of every range (16k groups were quadratic).
+    index: BTreeMap<usize, (usize, usize)>,
     options: Options,
     skipped: u64,
     last_grad_norm: Option<f64>,
@@ -369,6 +390,7 @@ where
                 f32: Arena::new(),
                 f64: Arena::new(),
                 ranges: Vec::new(),
+                index: BTreeMap::new(),
                 options: Options::default(),
                 skipped: 0,
                 last_grad_norm: None,
@@ -466,7 +488,7 @@ where
         }
         let mut inner = self.lock(py);
         let base = inner.params.len();
-        let mut ranges = inner.ranges.clone();
+        let mut ranges = Vec::new();
         let mut staged = Vec::with_capacity(params.len());
         for (k, (obj, label)) in params.iter().zip(labels).enumerate() {
             let what = format!("param {label}");
@@ -510,29 +532,50 @@ where
                 averaged: 0,
             });
         }
+        // The new ranges against each other, then against the registered ones.
         ranges.sort_unstable();
-        for pair in ranges.windows(2) {
-            let (a, b) = (pair[0], pair[1]);
-            if b.0 < a.1 {
-                let name = |i: usize| {
-                    if i < base {
-                        inner.params[i].label.clone()
-                    } else {
-                        staged[i - base].label.clone()
-                    }
-                };
-                let how = if a.0 == b.0 && a.1 == b.1 {
-                    "are the same array (a param given twice)"
-                } else {
-                    "share memory"
-                };
-                return Err(Error::Param(format!(
-                    "params {} and {} {how}",
-                    name(a.2.min(b.2)),
-                    name(a.2.max(b.2))
-                )));
-            }
+        let mut clash = ranges
+            .windows(2)
+            .find(|pair| pair[1].0 < pair[0].1)
+            .map(|pair| (pair[0], pair[1]));
+        if clash.is_none() {
+            clash = ranges.iter().find_map(|&(start, end, i)| {
+                let before = inner.index.range(..=start).next_back();
+                let after = inner.index.range(start..end).next();
+                before
+                    .filter(|(_, &(e, _))| e > start)
+                    .or(after)
+                    .map(|(&s, &(e, j))| ((s, e, j), (start, end, i)))
+            });
         }
+        if let Some((a, b)) = clash {
+            let name = |i: usize| {
+                if i < base {
+                    inner.params[i].label.clone()
+                } else {
+                    staged[i - base].label.clone()
+                }
+            };
+            let how = if a.0 == b.0 && a.1 == b.1 {
+                "are the same array (a param given twice)"
+            } else {
+                "share memory"
+            };
+            return Err(Error::Param(format!(
+                "params {} and {} {how}",
+                name(a.2.min(b.2)),
+                name(a.2.max(b.2))
+            )));
+        }
+        let extra = |kind| {
+            staged
+                .iter()
+                .filter(|p| p.kind == kind)
+                .map(|p| p.len)
+                .sum()
+        };
+        inner.f32.reserve(extra(Kind::F32))?;
+        inner.f64.reserve(extra(Kind::F64))?;
         // Checked; now commit.
         for mut p in staged {
             p.offset = match p.kind {
@@ -541,7 +584,12 @@ where
             };
             inner.params.push(p);
         }
-        inner.ranges = ranges;
+        if !ranges.is_empty() {
+            inner
+                .index
+                .extend(ranges.iter().map(|&(start, end, i)| (start, (end, i))));
+            inner.ranges.clear();
+        }
         inner.num_groups = inner.num_groups.max(group + 1);
         Ok(())
     }
@@ -599,6 +647,9 @@ where
             .into());
         }
 
+        if inner.ranges.len() != inner.index.len() {
+            inner.ranges = inner.index.iter().map(|(&s, &(e, i))| (s, e, i)).collect();
+        }
         // Pass 1: check every grad (and that no param changed under us).
         let mut copies = Vec::new();
         let mut ready: Vec<Option<usize>> = Vec::with_capacity(grads.len());
@@ -645,14 +696,14 @@ where
                 let used = A::slots_used(&hypers[p.group]);
                 for k in (0..MAX_SLOTS).filter(|&k| used[k]) {
                     match p.kind {
-                        Kind::F32 => inner.f32.ensure(k),
-                        Kind::F64 => inner.f64.ensure(k),
+                        Kind::F32 => inner.f32.ensure(k)?,
+                        Kind::F64 => inner.f64.ensure(k)?,
                     }
                 }
                 if options.averaging.is_some() {
                     match p.kind {
-                        Kind::F32 => inner.f32.ensure_average(),
-                        Kind::F64 => inner.f64.ensure_average(),
+                        Kind::F32 => inner.f32.ensure_average()?,
+                        Kind::F64 => inner.f64.ensure_average()?,
                     }
                 }
             }
@@ -789,6 +840,12 @@ where
                     Error::State(format!("state of param {} has a non-string key", p.label))
                 })?;
                 let count = || -> Result<u64> {
+                    if is_bool(&value) {
+                        return Err(Error::State(format!(
+                            "{key} of param {} must be a whole number >= 0, got a bool",
+                            p.label
+                        )));
+                    }
                     value
                         .extract::<f64>()
                         .ok()
@@ -810,9 +867,9 @@ where
                     continue;
                 }
                 if A::AUX.is_some_and(|a| a.0 == key) {
-                    aux = value
-                        .extract::<f64>()
-                        .ok()
+                    aux = (!is_bool(&value))
+                        .then(|| value.extract::<f64>().ok())
+                        .flatten()
                         .filter(|v| v.is_finite())
                         .ok_or_else(|| {
                             Error::State(format!(
@@ -849,6 +906,15 @@ where
                     ))
                     .into());
                 }
+                // Casting would drop an imaginary part or parse strings silently.
+                let dtype_kind = arr.dtype().kind();
+                if !matches!(dtype_kind, b'f' | b'i' | b'u') {
+                    return Err(Error::State(format!(
+                        "{what} must hold real numbers, got dtype {}",
+                        arr.dtype()
+                    ))
+                    .into());
+                }
                 let converted = np
                     .getattr("ascontiguousarray")?
                     .call1((arr, p.kind.name()))
@@ -870,6 +936,21 @@ where
                 .into());
             }
             staged.push((step, slots, aux, averaged, average));
+        }
+        // Allocate what the new state needs, so the commit below cannot fail.
+        for (p, (_, slots, _, _, average)) in inner.params.iter().zip(&staged) {
+            for k in (0..MAX_SLOTS).filter(|&k| slots[k].is_some()) {
+                match p.kind {
+                    Kind::F32 => inner.f32.ensure(k)?,
+                    Kind::F64 => inner.f64.ensure(k)?,
+                }
+            }
+            if average.is_some() {
+                match p.kind {
+                    Kind::F32 => inner.f32.ensure_average()?,
+                    Kind::F64 => inner.f64.ensure_average()?,
+                }
+            }
         }
         // Checked; now commit.
         for (p, (step, slots, aux, averaged, average)) in inner.params.iter_mut().zip(staged) {
@@ -929,16 +1010,28 @@ fn read_all<T: Real + numpy::Element>(obj: &Bound<'_, PyAny>) -> PyResult<Vec<T>
     let view = arr
         .try_readonly()
         .map_err(|e| Error::State(e.to_string()))?;
-    Ok(view
-        .as_slice()
-        .map_err(|e| Error::State(e.to_string()))?
-        .to_vec())
+    let values = view.as_slice().map_err(|e| Error::State(e.to_string()))?;
+    Ok(memory::try_copy(values, "a state_dict")?)
+}
+
+/// A Python or NumPy bool: valid as a number to `float()`, never as a count.
+fn is_bool(value: &Bound<'_, PyAny>) -> bool {
+    value.is_instance_of::<pyo3::types::PyBool>()
+        || value
+            .cast::<PyUntypedArray>()
+            .map(|a| a.dtype().kind() == b'b')
+            .unwrap_or(false)
+        || value
+            .getattr("dtype")
+            .and_then(|d| d.getattr("kind"))
+            .and_then(|k| k.extract::<String>())
+            .is_ok_and(|k| k == "b")
 }
 
 fn store<T: Real>(arena: &mut Arena<T>, k: usize, p: &Param, values: Option<Vec<T>>) {
     match values {
         Some(v) => {
-            arena.ensure(k);
+            // Allocated by `load_state` before the commit.
             arena.slots[k][p.offset..p.offset + p.len].copy_from_slice(&v);
         }
         None if !arena.slots[k].is_empty() => {
@@ -1037,6 +1130,6 @@ const AVERAGED: &str = "averaged_param";
 const AVERAGED_STEPS: &str = "n_averaged";
 
 fn store_average<T: Real>(arena: &mut Arena<T>, p: &Param, values: &[T]) {
-    arena.ensure_average();
+    // Allocated by `load_state` before the commit.
     arena.average[p.offset..p.offset + p.len].copy_from_slice(values);
 }

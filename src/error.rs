@@ -1,6 +1,6 @@
 //! The one error type of the binding layer, and its mapping to Python.
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
 use pyo3::{create_exception, PyErr};
 
 create_exception!(
@@ -47,6 +47,8 @@ pub enum Error {
     State(String),
     /// Plain ValueError: settings outside an optimizer (threads, SIMD level).
     Setting(String),
+    /// MemoryError: an allocation failed; nothing was changed.
+    Memory(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -62,6 +64,7 @@ impl From<Error> for PyErr {
             Error::Dtype(m) => DtypeError::new_err(m),
             Error::State(m) => StateDictError::new_err(m),
             Error::Setting(m) => PyValueError::new_err(m),
+            Error::Memory(m) => PyMemoryError::new_err(m),
         }
     }
 }

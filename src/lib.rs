@@ -7,6 +7,7 @@ pub mod bindings;
 pub mod engine;
 pub mod error;
 pub mod kernels;
+pub mod memory;
 
 use pyo3::prelude::*;
 

@@ -45,10 +45,10 @@ def tolerance(dtype: Any) -> dict[str, float]:
 
 @contextlib.contextmanager
 def torch_default_dtype(torch: Any, dtype: Any) -> Iterator[None]:
-    """torch keeps NAdam's mu_product (and every step count) in the default
-    dtype: float64 runs need it to be float64 to be comparable."""
+    """torch under its default dtype, float32: NAdam's mu_product is then a
+    float32 scalar, as ferroptim's default ``mu_product_dtype``."""
     before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64 if dtype == F64 else torch.float32)
+    torch.set_default_dtype(torch.float32)
     try:
         yield
     finally:

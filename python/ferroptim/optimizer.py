@@ -58,26 +58,26 @@ STEP_OPTIONS = (
 )
 
 #: Appended to the Parameters section of every optimizer class's docstring.
-STEP_OPTIONS_DOC = """
-max_grad_norm : float or None
+STEP_OPTIONS_DOC = """\
+max_grad_norm : float or None, default None
     Clip the global grad norm of each step to this (torch's clip_grad_norm_).
-norm_type : float
+norm_type : float, default 2.0
     The norm for ``max_grad_norm``: 2 or inf.
-clip_value : float or None
+clip_value : float or None, default None
     Clamp every grad element to [-clip_value, clip_value].
-skip_nonfinite : bool
+skip_nonfinite : bool, default False
     A step whose grads hold NaN or Inf changes nothing and returns False.
-ema_decay : float or None
+ema_decay : float or None, default None
     Keep an average of the weights: a += (1 - ema_decay) * (p - a).
-ema_equal_weights : bool
+ema_equal_weights : bool, default False
     Keep the plain mean of the stepped weights instead (SWA).
-accumulate : int
+accumulate : int, default 1
     Sum the grads of this many ``step`` calls; update on every k-th.
-accumulate_mean : bool
+accumulate_mean : bool, default True
     Average the accumulated grads (True) or use their sum.
-foreach, fused : bool or None
+foreach, fused : bool or None, default None
     torch's implementation flags: accepted, no effect (every step is fused).
-capturable, differentiable : bool
+capturable, differentiable : bool, default False
     torch's flags: only False is supported.
 """
 
@@ -156,7 +156,7 @@ class Optimizer:
         self._gpu = first_gpu is not None
         self._engine.configure(
             max_grad_norm=max_grad_norm,
-            norm_type=float(norm_type),
+            norm_type=norm_type,
             clip_value=clip_value,
             skip_nonfinite=bool(skip_nonfinite),
             ema_decay=ema_decay,

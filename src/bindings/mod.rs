@@ -69,6 +69,23 @@ impl Group<'_, '_> {
             .map_err(|_| hyper(key, &format!("must be True or False, got {v}")))
     }
 
+    /// The index of the group's value in `options`; `default` when the key
+    /// is absent (groups saved before the option existed).
+    pub fn choice(&self, key: &str, options: &[&str], default: usize) -> Result<usize> {
+        let Ok(Some(v)) = self.0.get_item(key) else {
+            return Ok(default);
+        };
+        v.extract::<String>()
+            .ok()
+            .and_then(|s| options.iter().position(|o| *o == s))
+            .ok_or_else(|| {
+                hyper(
+                    key,
+                    &format!("must be one of {}, got {v}", options.join(", ")),
+                )
+            })
+    }
+
     /// `(beta1, beta2)`, each in [0, 1).
     pub fn betas(&self, key: &str) -> Result<(f64, f64)> {
         let v = self.get(key)?;
@@ -150,6 +167,25 @@ pub fn options(
     })
 }
 
+/// An optional numeric option: None, or a real number (not a bool or a string).
+pub fn option_number(name: &str, value: Option<Bound<'_, PyAny>>) -> Result<Option<f64>> {
+    let Some(v) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    if v.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(hyper(name, "must be a number, got a bool"));
+    }
+    v.extract::<f64>().map(Some).map_err(|_| {
+        hyper(
+            name,
+            &format!(
+                "must be a number, got {}",
+                v.repr().map_or_else(|_| "?".into(), |r| r.to_string())
+            ),
+        )
+    })
+}
+
 pub fn hyper(name: &str, detail: &str) -> Error {
     Error::Hyper {
         name: name.to_string(),
@@ -214,27 +250,29 @@ macro_rules! optimizer_class {
                 Ok(self.0.step(py, grads, groups, grad_scale)?.applied)
             }
 
+            // Numbers arrive as objects so a bad one is reported by its option's name.
             #[allow(clippy::too_many_arguments)] // Python keyword arguments
             #[pyo3(signature = (
-                                        max_grad_norm = None, norm_type = 2.0, clip_value = None,
+                                        max_grad_norm = None, norm_type = None, clip_value = None,
                                         skip_nonfinite = false, ema_decay = None, ema_equal = false
                                     ))]
             fn configure(
                 &self,
                 py: Python<'_>,
-                max_grad_norm: Option<f64>,
-                norm_type: f64,
-                clip_value: Option<f64>,
+                max_grad_norm: Option<Bound<'_, PyAny>>,
+                norm_type: Option<Bound<'_, PyAny>>,
+                clip_value: Option<Bound<'_, PyAny>>,
                 skip_nonfinite: bool,
-                ema_decay: Option<f64>,
+                ema_decay: Option<Bound<'_, PyAny>>,
                 ema_equal: bool,
             ) -> PyResult<()> {
+                use super::option_number as number;
                 let options = super::options(
-                    max_grad_norm,
-                    norm_type,
-                    clip_value,
+                    number("max_grad_norm", max_grad_norm)?,
+                    number("norm_type", norm_type)?.unwrap_or(2.0),
+                    number("clip_value", clip_value)?,
                     skip_nonfinite,
-                    ema_decay,
+                    number("ema_decay", ema_decay)?,
                     ema_equal,
                 )?;
                 self.0.configure(py, options);

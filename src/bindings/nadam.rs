@@ -22,6 +22,7 @@ impl FromGroup for NadamHyper {
             momentum_decay: g.non_negative("momentum_decay")?,
             decoupled: g.flag("decoupled_weight_decay")?,
             maximize: g.flag("maximize")?,
+            mu_product_f32: g.choice("mu_product_dtype", &["float32", "float64"], 0)? == 0,
         })
     }
 }

@@ -30,10 +30,14 @@ pub fn get_num_threads() -> usize {
 
 /// Sets the number of threads the kernels run on (at least 1).
 #[pyfunction]
-pub fn set_num_threads(py: Python<'_>, n: i64) -> PyResult<()> {
+pub fn set_num_threads(py: Python<'_>, n: &Bound<'_, PyAny>) -> PyResult<()> {
     let max = parallel::MAX_THREADS;
-    let n = usize::try_from(n)
-        .ok()
+    // Any int (2**70 too) gets the range message; bools and floats are not counts.
+    let count = (!n.is_instance_of::<pyo3::types::PyBool>())
+        .then(|| n.extract::<i64>().ok())
+        .flatten();
+    let n = count
+        .and_then(|c| usize::try_from(c).ok())
         .filter(|&n| (1..=max).contains(&n))
         .ok_or_else(|| {
             Error::Setting(format!(

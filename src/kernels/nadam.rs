@@ -10,7 +10,10 @@
 //! p  += −lr·μt+1/(1−Πt·μt+1) · m/d
 //! ```
 //!
-//! Πt (`mu_product`) is carried per tensor from step to step.
+//! Πt (`mu_product`) is carried per tensor from step to step. torch keeps it
+//! as a scalar tensor of its default dtype, float32 unless the user changed
+//! it, so by default Πt is rounded to float32 after each product, as torch
+//! does (`mu_product_f32`); μt, μt+1 and the coefficients stay in float64.
 
 use super::prelude::Prelude;
 use super::{simd, Algorithm, Real, MAX_SLOTS};
@@ -26,6 +29,8 @@ pub struct NadamHyper {
     pub momentum_decay: f64,
     pub decoupled: bool,
     pub maximize: bool,
+    /// Round Πt to float32 (torch's default dtype) instead of keeping float64.
+    pub mu_product_f32: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -52,7 +57,12 @@ impl Nadam {
         let bias_correction2 = 1.0 - h.beta2.powf(t);
         let mu_t = mu(h, t);
         let mu_next = mu(h, t + 1.0);
-        let mu_product = mu_product_before * mu_t;
+        let mu_product = if h.mu_product_f32 {
+            // torch: a float32 tensor times a Python float, computed in float32.
+            f64::from(mu_product_before as f32 * mu_t as f32)
+        } else {
+            mu_product_before * mu_t
+        };
         let mu_product_next = mu_product * mu_next;
         let s = NadamScalars {
             pre: Prelude::new(h.maximize, h.weight_decay, h.decoupled, h.lr, h.l1),
@@ -80,7 +90,10 @@ impl Algorithm for Nadam {
 
     /// With constant hyperparameters, Πt−1 is the product of μ1..μt−1.
     fn scalars<T: Real>(h: &NadamHyper, step: u64, _fresh: [bool; MAX_SLOTS]) -> NadamScalars<T> {
-        let before = (1..step).fold(1.0, |acc, k| acc * mu(h, k as f64));
+        let mut before = 1.0;
+        for k in 1..step {
+            before = Self::make::<T>(h, k, before).1;
+        }
         Self::make(h, step, before).0
     }
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 __all__ = ["RULES", "Rule", "prelude"]
 
 
@@ -127,7 +129,11 @@ def _nadam(h, step, fresh, aux):
     bc2 = 1.0 - b2**t
     mu_t = _nadam_mu(h, t)
     mu_next = _nadam_mu(h, t + 1.0)
-    mu_product = aux * mu_t
+    if h.get("mu_product_dtype", "float32") == "float32":
+        # As the Rust core: torch rounds mu_product to its default dtype.
+        mu_product = float(np.float32(aux) * np.float32(mu_t))
+    else:
+        mu_product = aux * mu_t
     mu_product_next = mu_product * mu_next
     return [
         1.0 - b1,
