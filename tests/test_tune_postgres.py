@@ -112,3 +112,30 @@ def test_unreachable_postgres_fails_before_any_trial(server, tmp_path, where):
         assert "no_such_db" in str(info.value)
     assert not (tmp_path / "run" / "study.db").exists()
     assert not (tmp_path / "run" / "best.json").exists()
+
+
+def test_two_overlapping_invocations_end_with_exactly_n_trials(server, tmp_path):
+    # Two processes on one PostgreSQL study, released together: before, each ran
+    # its own 6 trials (12 in all); now the study ends with exactly 6.
+    import json
+    import subprocess
+    import sys
+
+    cfg = config(tmp_path, server.url(), trials=6, study="overlap", sampler="random")
+    cfg.pruner = "none"
+    run(config(tmp_path, server.url(), trials=1, study="overlap", pruner="none"))
+    go = tmp_path / "go"
+    code = "import json, os, sys, time; from ferroptim.tune import TuneConfig, run\n"
+    code += "while not os.path.exists(sys.argv[2]): time.sleep(0.01)\n"
+    code += "run(TuneConfig(**json.loads(sys.argv[1])))"
+    argv = [sys.executable, "-c", code, json.dumps(cfg.__dict__), str(go)]
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    procs = [subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True) for _ in "ab"]
+    time.sleep(3)  # both have imported everything and wait
+    go.touch()
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    stored = optuna.load_study(study_name="overlap", storage=server.url())
+    states = [t.state for t in stored.get_trials(deepcopy=False)]
+    assert sum(s in FINISHED for s in states) == 6, states
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states

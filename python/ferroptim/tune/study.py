@@ -35,11 +35,15 @@ def quiet() -> Iterator[None]:
     user can act on, and a failed trial is reported by us in one line."""
     import optuna
 
+    verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", module=r"optuna(\.|$)")
-        yield
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            warnings.filterwarnings("ignore", module=r"optuna(\.|$)")
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def make_storage(cfg: TuneConfig) -> Any:
@@ -190,9 +194,10 @@ def _taken(study: Any, before: int | None = None) -> int:
 
 
 def _gated(trial: Any, cfg: TuneConfig, specs: dict[str, Spec]) -> float:
-    # Trial numbers are handed out by the storage in one order for every
-    # process, so "run only if fewer than --trials finished or earlier-numbered
-    # live trials" lets exactly one of two racing workers take the last slot.
+    # Optuna's RDB storage numbers trials under a lock on the study row (one
+    # order, each committed before the next is made, in every process), so
+    # "run only if fewer than --trials finished or lower-numbered live trials"
+    # lets exactly one of two racing workers take the last slot.
     trial.set_user_attr("pid", os.getpid())
     if _taken(trial.study, before=trial.number) >= cfg.trials:
         trial.set_user_attr(SKIPPED, True)
