@@ -209,6 +209,20 @@ def test_resume_after_a_row_without_its_checkpoint_has_no_duplicate_rows(tmp_pat
     assert epochs_of(tmp_path / "r") == [1, 2, 3, 4]
 
 
+def test_resume_into_a_new_folder_writes_the_whole_history(tmp_path):
+    ok(
+        train(
+            tmp_path, *SMALL, "--epochs", "4", "--stop-after", "2", "--verbose", "0", "--out", "r"
+        )
+    )
+    ok(train(tmp_path, "--resume", "r", "--out", "r2", "--verbose", "0"))
+    assert epochs_of(tmp_path / "r2") == [1, 2, 3, 4]
+    assert epochs_of(tmp_path / "r") == [1, 2]
+    with (tmp_path / "r" / "history.csv").open(newline="") as a:
+        with (tmp_path / "r2" / "history.csv").open(newline="") as b:
+            assert list(csv.DictReader(a)) == list(csv.DictReader(b))[:2]
+
+
 def test_new_run_in_an_old_folder_starts_a_new_history(tmp_path):
     ok(train(tmp_path, *SMALL, "--epochs", "3", "--verbose", "0", "--out", "r"))
     ok(train(tmp_path, *SMALL, "--epochs", "2", "--verbose", "0", "--out", "r"))

@@ -185,10 +185,11 @@ class ReduceLROnPlateau(Callback):
 class CSVLogger(Callback):
     """Writes one row per epoch to a CSV file (header from the first epoch).
 
-    Rows are keyed by epoch: when training begins, rows of epochs the trainer
-    has not completed are dropped (a run killed after writing its row but
-    before its checkpoint, then resumed, gets no duplicate rows; a new run in
-    the same folder starts a new file).
+    When training begins the file is rewritten from the trainer's history (the
+    epochs it has completed), then rows are appended: a run killed after
+    writing a row but before its checkpoint, then resumed, gets no duplicate
+    rows; a resumed run logging to a new folder gets the earlier rows too; a
+    new run in an old folder starts a new file.
 
     Parameters
     ----------
@@ -201,23 +202,18 @@ class CSVLogger(Callback):
 
     def on_train_begin(self, trainer: Any) -> None:
         done = int(getattr(trainer, "epoch", 0))
-        if not self.path.exists():
+        history = getattr(getattr(trainer, "history", None), "epochs", [])
+        rows = [{"epoch": i + 1, **e} for i, e in enumerate(history[:done])]
+        if not rows and not self.path.exists():
             return
-        with self.path.open(newline="") as f:
-            rows = list(csv.reader(f))
-        header, body = (rows[0], rows[1:]) if rows else ([], [])
-        keep = [r for r in body if r and _epoch_of(r) is not None and _epoch_of(r) <= done]
-        if done == 0 or not header or header[0] != "epoch":
-            keep = []
-        if len(keep) == len(body) and keep:
-            return
-        # Rewrite through a temporary file: a kill now leaves the old file or the new one.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Through a temporary file: a kill now leaves the old file or the new one.
         tmp = self.path.with_name(self.path.name + ".tmp")
         with tmp.open("w", newline="") as f:
-            writer = csv.writer(f)
-            if keep:
-                writer.writerow(header)
-                writer.writerows(keep)
+            if rows:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]), extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
         tmp.replace(self.path)
 
     def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
@@ -229,13 +225,6 @@ class CSVLogger(Callback):
             if new:
                 writer.writeheader()
             writer.writerow(row)
-
-
-def _epoch_of(row: list[str]) -> int | None:
-    try:
-        return int(row[0])
-    except ValueError:
-        return None
 
 
 class TerminateOnNaN(Callback):

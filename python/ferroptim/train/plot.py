@@ -99,12 +99,13 @@ def history_figure(history: Any, *, title: str | None = None) -> Any:
             [s["step"] / per_epoch for s in steps],
             [s["loss"] for s in steps],
             lw=0.5,
-            alpha=0.35,
+            alpha=0.3,
+            color="C0",
             label="batch",
         )
-    ax.plot(*_column(epochs, "loss"), marker="o", ms=3, label="train")
+    ax.plot(*_column(epochs, "loss"), marker="o", ms=3, color="C0", label="train")
     if "val_loss" in keys:
-        ax.plot(*_column(epochs, "val_loss"), marker="o", ms=3, label="validation")
+        ax.plot(*_column(epochs, "val_loss"), marker="o", ms=3, color="C1", label="validation")
     losses = [v for v in _column(epochs, "loss")[1] + _column(epochs, "val_loss")[1]]
     if losses and all(v > 0 and math.isfinite(v) for v in losses):
         ax.set_yscale("log")
@@ -113,16 +114,17 @@ def history_figure(history: Any, *, title: str | None = None) -> Any:
     ax = axis["metric"]
     if metric is not None:
         if metric in keys:
-            ax.plot(*_column(epochs, metric), marker="o", ms=3, label="train")
+            ax.plot(*_column(epochs, metric), marker="o", ms=3, color="C0", label="train")
         if f"val_{metric}" in keys:
-            ax.plot(*_column(epochs, f"val_{metric}"), marker="o", ms=3, label="validation")
+            val = _column(epochs, f"val_{metric}")
+            ax.plot(*val, marker="o", ms=3, color="C1", label="validation")
     ax.set_title(metric or "no metric")
 
     ax = axis["lr"]
     if steps:
-        ax.plot([s["step"] / per_epoch for s in steps], [s["lr"] for s in steps])
+        ax.plot([s["step"] / per_epoch for s in steps], [s["lr"] for s in steps], color="C2")
     elif "lr" in keys:
-        ax.plot(*_column(epochs, "lr"), marker="o", ms=3)
+        ax.plot(*_column(epochs, "lr"), marker="o", ms=3, color="C2")
     ax.set_title("learning rate (per step)" if steps else "learning rate")
 
     if show_sizes:
