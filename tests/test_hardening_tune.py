@@ -255,8 +255,9 @@ def _bad_space(**entry) -> dict:
         (
             ["--storage", "sqlite:///:memory:", "--workers", "2"],
             None,
-            "--storage: 'sqlite:///:memory:' lives in one process",
+            "--storage: 'sqlite:///:memory:' is private to one connection",
         ),
+        (["--storage", "sqlite://"], None, "--storage: 'sqlite://' is private to one connection"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_before_any_trial(tmp_path, capsys, args, space, message):

@@ -73,10 +73,10 @@ def _check_out(out: Path) -> None:
 def _check_storage(cfg: TuneConfig) -> None:
     url = cfg.storage_url()
     memory = url in ("sqlite://", "sqlite:///:memory:") or url.startswith("sqlite:///:memory:?")
-    if memory and cfg.workers > 1:
+    if memory:  # each connection (each heartbeat thread, each worker) gets its own
         raise TuneError(
-            f"--storage: {url!r} lives in one process, so --workers {cfg.workers} cannot share "
-            "it; use a file (sqlite:///PATH) or a database server"
+            f"--storage: {url!r} is private to one connection, so heartbeats, workers and "
+            "resuming cannot share it; give a file (sqlite:///PATH) or a database server"
         )
 
 
