@@ -718,32 +718,34 @@ def test_progress_bar_shows_epochs_batches_and_loss():
     )
     trainer.fit(X, y, epochs=2, validation_data=(X, y))
     text = buf.getvalue()
-    assert "epochs" in text
-    assert "2/2" in text  # the epoch bar finished
+    assert "epoch 2/2" in text  # the epoch bar finished
     assert "epoch 1" in text and "/25" in text  # a batch bar per epoch, with its size
     assert "epoch 2" in text and "/13" in text
-    assert "loss=" in text and "val_accuracy=" in text
+    assert "loss=" in text and "val_acc=" in text  # short names: they fit 80 columns
     # The trainer did not add a second bar.
     assert sum(isinstance(c, ProgressBar) for c in trainer.callbacks) == 1
 
 
-def test_progress_bar_is_quiet_with_verbose_0_or_without_a_terminal(capsys):
+def test_progress_bar_is_quiet_with_verbose_0_and_prints_lines_without_a_terminal(capsys):
     X, y = blobs(64)
     quiet = io.StringIO()
     logistic_trainer(callbacks=[ProgressBar(0, force=True, file=quiet)]).fit(X, y, epochs=2)
     assert quiet.getvalue() == ""
+    # Not a terminal (a log): one line per epoch, no bar (Keras' verbose=2).
     not_a_tty = io.StringIO()
     logistic_trainer(callbacks=[ProgressBar(1, file=not_a_tty)]).fit(X, y, epochs=2)
-    assert not_a_tty.getvalue() == ""
-    terminal = _Terminal()  # the same bar does draw on a terminal
+    lines = not_a_tty.getvalue().splitlines()
+    assert [line.split()[:2] for line in lines] == [["epoch", "1/2"], ["epoch", "2/2"]]
+    assert "\r" not in not_a_tty.getvalue()
+    terminal = _Terminal()  # the bar draws on a terminal
     logistic_trainer(callbacks=[ProgressBar(1, file=terminal)]).fit(X, y, epochs=2)
-    assert "epochs" in terminal.getvalue()
-    # verbose=1 adds a bar on stderr, which is not a terminal under pytest.
+    assert "\r" in terminal.getvalue() and "epoch 2/2" in terminal.getvalue()
+    # verbose=1 adds a ProgressBar on stderr, which is not a terminal under pytest.
     trainer = logistic_trainer(verbose=1)
     assert any(isinstance(c, ProgressBar) for c in trainer.callbacks)
     trainer.fit(X, y, epochs=2)
     captured = capsys.readouterr()
-    assert captured.err == "" and captured.out == ""
+    assert len(captured.err.splitlines()) == 2 and captured.out == ""
     assert not any(isinstance(c, ProgressBar) for c in logistic_trainer(verbose=0).callbacks)
 
 
