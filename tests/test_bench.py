@@ -125,9 +125,9 @@ def test_spent_budget_still_gives_each_case_its_minimum_rounds(monkeypatch):
     clock = FakeClock()
     fake_impls(monkeypatch, clock, setup_s=5.0, step_s=0.1)  # slow steps: bursts of 1
     rows = bench.run(["adam"], case_names=SMALL, time_budget=1.0, clock=clock, quiet=True)
-    # 3 rounds, one counted step each, whatever the budget; and nothing more.
-    assert [r.spread.n for r in rows] == [3, 3, 3, 3]
-    steps = 2 + 3 * 2  # warm-up, then per round one uncounted and one counted step
+    # One round, one counted step each, whatever the budget; and nothing more.
+    assert [r.spread.n for r in rows] == [1, 1, 1, 1]
+    steps = 2 + 1 * 2  # warm-up, then per round one uncounted and one counted step
     assert clock.t == pytest.approx(2 * 3 * (5.0 + steps * 0.105), rel=0.05)
 
 
@@ -177,6 +177,7 @@ def test_ratio_marks_overlap_and_noise():
     assert bench.table([twenty]).count("±20% (n=3)") == 1 and twenty.spread.noisy
     few = row("torch loop", [2.0, 2.1])
     assert bench_report.ratio(few, tight_fast).endswith("?")  # under 3 samples
+    assert "| ? (n=2) |" in bench.table([few])
 
 
 def test_table_shows_spread_and_a_torch_foreach_column():

@@ -1,7 +1,9 @@
 """`ferroptim bench`: ferroptim against torch.optim and NumPy on this machine.
 
 Timing. The implementations of a case take turns (round-robin), so machine
-noise hits them alike, and the table gives medians. Each turn is a short
+noise hits them alike, and the table gives medians with their spread (see
+:mod:`ferroptim.bench_report`). A :class:`Plan` shares a total time budget
+out over the cases as they run, setup and warm-up included. Each turn is a short
 burst of steps whose first step is not counted: torch's OpenMP workers
 busy-wait for a few milliseconds after each parallel region, and without
 the discarded step whatever ran right after torch paid for its spinning
@@ -377,7 +379,7 @@ def run(
     time_budget: float | None = None,
     plan: Plan | None = None,
     clock: Clock = time.perf_counter,
-    min_rounds: int = 3,
+    min_rounds: int = 1,
 ) -> list[Row]:
     """Time each implementation on each case and optimizer.
 
@@ -402,7 +404,10 @@ def run(
     clock : callable
         Seconds, monotonic (a fake one in tests).
     min_rounds : int
-        Rounds each case runs even past its share of the time.
+        Rounds each case runs even past its share of the time. One by default:
+        on a busy machine the slow torch paths can take seconds a step, and a
+        run that keeps its time with a few figures marked noisy beats one that
+        runs for many minutes.
     """
     chosen = [c for c in cases(full) if case_names is None or c.name in set(case_names)]
     impl_names = list(impls) if impls is not None else list(IMPLS)
@@ -480,7 +485,7 @@ def scaling(
             tf = torch_impl(opt, case, "fused")
             if tf is not None:
                 fns["torch fused"] = tf
-            times = measure(fns, min_rounds=3, deadline=deadline, clock=clock)
+            times = measure(fns, min_rounds=1, deadline=deadline, clock=clock)
             out.append({"threads": n, **{k: statistics.median(v) for k, v in times.items()}})
     finally:
         _BASE.clear()

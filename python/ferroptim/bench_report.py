@@ -100,6 +100,8 @@ def _spread(r: Row) -> str:
     s = r.spread
     if s is None:
         return "-"
+    if s.n < MIN_SAMPLES:
+        return f"? (n={s.n})"  # too few step times for a spread
     return f"±{100 * s.relative:.0f}% (n={s.n})"
 
 
@@ -252,10 +254,10 @@ def main(
     took = plan.elapsed()
     print(f"\ntook {took:.1f} s (time budget {time_budget:.0f} s)")
     if took > 1.2 * time_budget + 5:
-        # Every implementation runs 2 warm-up steps and 3 rounds whatever the
+        # Every implementation runs 2 warm-up steps and one round whatever the
         # budget: the slow torch paths on the large cases cannot go faster.
         print(
-            "over the budget: each implementation runs at least 8 steps per case "
+            "over the budget: each implementation runs at least 4 steps per case "
             "(the slowest take tenths of a second each, more on a busy machine); "
             "use --quick, fewer --optimizers or a larger --time-budget"
         )

@@ -41,7 +41,7 @@ def _bench_description() -> str:
         f"{report.DEFAULT_TIME_BUDGET:.0f} s ({report.FULL_TIME_BUDGET:.0f} s with --full). "
         f"--quick: {quick} small cases in about {report.QUICK_TIME_BUDGET:.0f} s. "
         "Setup and warm-up count against the time; every implementation runs at least "
-        "8 steps per case, so a tiny budget on the large cases still takes a while.",
+        "4 steps per case, so a tiny budget on the large cases still takes a while.",
         # No-break spaces keep each shape's name on one line.
         "Shapes: "
         + ", ".join(c.name.replace(" ", "\u00a0") for c in full[:-1])
