@@ -473,15 +473,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    fit_kwargs: dict[str, Any] = {}
-    if "initial_epoch" in inspect.signature(trainer.fit).parameters:
-        fit_kwargs["initial_epoch"] = trainer.epoch  # epochs=stop is the epoch to stop at
+    # Keras' meaning: train from the completed epochs up to epoch `stop`.
     trainer.fit(
         data.X_train,
         data.y_train,
         epochs=stop,
+        initial_epoch=trainer.epoch,
         validation_data=(data.X_val, data.y_val),
-        **fit_kwargs,
     )
     elapsed = time.perf_counter() - start
     test = trainer.evaluate(data.X_test, data.y_test)
