@@ -2,33 +2,50 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ferroptim import _core
-from ferroptim.optimizer import Optimizer
+from ferroptim._params import ParamsLike
+from ferroptim.optimizer import Optimizer, step_options
 
 __all__ = ["Adadelta"]
 
 
 class Adadelta(Optimizer):
-    r"""Adadelta: step sizes from running averages of squared grads and updates.
+    """Adadelta: step sizes from running averages of squared grads and updates.
 
-    .. math::
-        g_t &= \pm\nabla_t + \lambda\,\theta_{t-1} + \lambda_1\,\mathrm{sign}(\theta_{t-1}) \\
-        v_t &= \rho v_{t-1} + (1-\rho)\,g_t^2 \\
-        \Delta_t &= \frac{\sqrt{u_{t-1} + \epsilon}}{\sqrt{v_t + \epsilon}}\, g_t \\
-        u_t &= \rho u_{t-1} + (1-\rho)\,\Delta_t^2 \\
-        \theta_t &= \theta_{t-1} - \gamma\,\Delta_t
+    Each step, per element (p the param, t its step count)::
 
-    Same names and defaults as torch.optim.Adadelta, plus ``l1`` (λ₁ above) and the step
-    options of :class:`~ferroptim.optimizer.Optimizer` (clipping, EMA, accumulation).
+        g = grad + weight_decay * p + l1 * sign(p)     (-grad under maximize)
+        v = rho * v + (1 - rho) * g**2
+        delta = sqrt(u + eps) / sqrt(v + eps) * g
+        u = rho * u + (1 - rho) * delta**2
+        p = p - lr * delta
+
+    Same names and defaults as torch.optim.Adadelta, plus ``l1``.
+    The step options below (clipping, EMA, accumulation) apply in the same pass.
+
+    Parameters
+    ----------
+    params : list, dict or ParamArena
+        Arrays, named arrays, param-group dicts or an arena (see Optimizer).
+    lr : float, default 1.0
+        Scale of the update.
+    rho : float, default 0.9
+        Decay rate of the running averages.
+    eps : float, default 1e-6
+        Added inside both square roots.
+    weight_decay : float, default 0.0
+        L2 penalty added to the grad.
+    maximize : bool, default False
+        Maximize the objective: step along the grad.
+    l1 : float, default 0.0
+        L1 penalty: adds l1 * sign(p) to the grad (0: off).
     """
 
     _engine_class = _core.Adadelta
 
     def __init__(
         self,
-        params: Any,
+        params: ParamsLike,
         lr: float = 1.0,
         rho: float = 0.9,
         eps: float = 1e-6,
@@ -36,7 +53,18 @@ class Adadelta(Optimizer):
         *,
         maximize: bool = False,
         l1: float = 0.0,
-        **options: Any,
+        max_grad_norm: float | None = None,
+        norm_type: float = 2.0,
+        clip_value: float | None = None,
+        skip_nonfinite: bool = False,
+        ema_decay: float | None = None,
+        ema_equal_weights: bool = False,
+        accumulate: int = 1,
+        accumulate_mean: bool = True,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
     ) -> None:
         super().__init__(
             params,
@@ -48,5 +76,5 @@ class Adadelta(Optimizer):
                 "maximize": maximize,
                 "l1": l1,
             },
-            **options,
+            **step_options(locals()),
         )

@@ -2,36 +2,54 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ferroptim import _core
-from ferroptim.optimizer import Optimizer
+from ferroptim._params import ParamsLike
+from ferroptim.optimizer import Optimizer, step_options
 
 __all__ = ["Adam"]
 
 
 class Adam(Optimizer):
-    r"""Adam, with optional AMSGrad and coupled or decoupled weight decay.
+    """Adam, with optional AMSGrad and coupled or decoupled weight decay.
 
-    .. math::
-        g_t &= \pm\nabla_t + \lambda\,\theta_{t-1} + \lambda_1\,\mathrm{sign}(\theta_{t-1})
-              \quad (\lambda \text{ only when coupled}) \\
-        \theta' &= \theta_{t-1}\,(1 - \gamma\lambda) \quad \text{(decoupled only)} \\
-        m_t &= \beta_1 m_{t-1} + (1-\beta_1)\,g_t \\
-        v_t &= \beta_2 v_{t-1} + (1-\beta_2)\,g_t^2, \qquad
-              \hat v_t = \max(\hat v_{t-1}, v_t) \ \text{(amsgrad)} \\
-        \theta_t &= \theta' - \frac{\gamma}{1-\beta_1^t}\,
-              \frac{m_t}{\sqrt{v_t}/\sqrt{1-\beta_2^t} + \epsilon}
+    Each step, per element (p the param, t its step count)::
 
-    Same names and defaults as torch.optim.Adam, plus ``l1`` (λ₁ above) and the
-    step options of :class:`~ferroptim.optimizer.Optimizer` (clipping, EMA, accumulation).
+        g = grad + weight_decay * p + l1 * sign(p)   (weight_decay here only when coupled)
+        p = p * (1 - lr * weight_decay)              (decoupled only, as AdamW)
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g**2           (amsgrad: v_max = max(v_max, v), used below)
+        p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+
+    Same names and defaults as torch.optim.Adam, plus ``l1``.
+    The step options below (clipping, EMA, accumulation) apply in the same pass.
+
+    Parameters
+    ----------
+    params : list, dict or ParamArena
+        Arrays, named arrays, param-group dicts or an arena (see Optimizer).
+    lr : float, default 1e-3
+        The learning rate.
+    betas : tuple[float, float], default (0.9, 0.999)
+        Decay rates of the first and second moments.
+    eps : float, default 1e-8
+        Added to the denominator.
+    weight_decay : float, default 0.0
+        Weight decay (L2 penalty, or decoupled).
+    amsgrad : bool, default False
+        Use the running maximum of v (AMSGrad).
+    maximize : bool, default False
+        Maximize the objective: step along the grad.
+    decoupled_weight_decay : bool, default False
+        Decay the weights directly, as AdamW.
+    l1 : float, default 0.0
+        L1 penalty: adds l1 * sign(p) to the grad (0: off).
     """
 
     _engine_class = _core.Adam
 
     def __init__(
         self,
-        params: Any,
+        params: ParamsLike,
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
@@ -41,7 +59,18 @@ class Adam(Optimizer):
         maximize: bool = False,
         decoupled_weight_decay: bool = False,
         l1: float = 0.0,
-        **options: Any,
+        max_grad_norm: float | None = None,
+        norm_type: float = 2.0,
+        clip_value: float | None = None,
+        skip_nonfinite: bool = False,
+        ema_decay: float | None = None,
+        ema_equal_weights: bool = False,
+        accumulate: int = 1,
+        accumulate_mean: bool = True,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
     ) -> None:
         super().__init__(
             params,
@@ -55,5 +84,5 @@ class Adam(Optimizer):
                 "decoupled_weight_decay": decoupled_weight_decay,
                 "l1": l1,
             },
-            **options,
+            **step_options(locals()),
         )

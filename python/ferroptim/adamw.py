@@ -2,35 +2,52 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ferroptim import _core
-from ferroptim.optimizer import Optimizer
+from ferroptim._params import ParamsLike
+from ferroptim.optimizer import Optimizer, step_options
 
 __all__ = ["AdamW"]
 
 
 class AdamW(Optimizer):
-    r"""Adam with decoupled weight decay (Loshchilov & Hutter).
+    """Adam with decoupled weight decay (Loshchilov & Hutter).
 
-    .. math::
-        \theta' &= \theta_{t-1}\,(1 - \gamma\lambda) \\
-        g_t &= \pm\nabla_t + \lambda_1\,\mathrm{sign}(\theta_{t-1}) \\
-        m_t &= \beta_1 m_{t-1} + (1-\beta_1)\,g_t, \qquad
-        v_t = \beta_2 v_{t-1} + (1-\beta_2)\,g_t^2 \\
-        \theta_t &= \theta' - \frac{\gamma}{1-\beta_1^t}\,
-              \frac{m_t}{\sqrt{v_t}/\sqrt{1-\beta_2^t} + \epsilon}
+    Each step, per element (p the param, t its step count)::
 
-    (with :math:`\max(\hat v_{t-1}, v_t)` in place of :math:`v_t` under amsgrad).
-    Same names and defaults as torch.optim.AdamW, plus ``l1`` and the step options
-    of :class:`~ferroptim.optimizer.Optimizer` (clipping, EMA, accumulation).
+        p = p * (1 - lr * weight_decay)
+        g = grad + l1 * sign(p)                      (-grad under maximize)
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g**2           (amsgrad: v_max = max(v_max, v), used below)
+        p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+
+    Same names and defaults as torch.optim.AdamW, plus ``l1``.
+    The step options below (clipping, EMA, accumulation) apply in the same pass.
+
+    Parameters
+    ----------
+    params : list, dict or ParamArena
+        Arrays, named arrays, param-group dicts or an arena (see Optimizer).
+    lr : float, default 1e-3
+        The learning rate.
+    betas : tuple[float, float], default (0.9, 0.999)
+        Decay rates of the first and second moments.
+    eps : float, default 1e-8
+        Added to the denominator.
+    weight_decay : float, default 1e-2
+        Decoupled weight decay.
+    amsgrad : bool, default False
+        Use the running maximum of v (AMSGrad).
+    maximize : bool, default False
+        Maximize the objective: step along the grad.
+    l1 : float, default 0.0
+        L1 penalty: adds l1 * sign(p) to the grad (0: off).
     """
 
     _engine_class = _core.Adam
 
     def __init__(
         self,
-        params: Any,
+        params: ParamsLike,
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
@@ -39,7 +56,18 @@ class AdamW(Optimizer):
         *,
         maximize: bool = False,
         l1: float = 0.0,
-        **options: Any,
+        max_grad_norm: float | None = None,
+        norm_type: float = 2.0,
+        clip_value: float | None = None,
+        skip_nonfinite: bool = False,
+        ema_decay: float | None = None,
+        ema_equal_weights: bool = False,
+        accumulate: int = 1,
+        accumulate_mean: bool = True,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
     ) -> None:
         super().__init__(
             params,
@@ -50,8 +78,8 @@ class AdamW(Optimizer):
                 "weight_decay": weight_decay,
                 "amsgrad": amsgrad,
                 "maximize": maximize,
-                "decoupled_weight_decay": True,
                 "l1": l1,
+                "decoupled_weight_decay": True,
             },
-            **options,
+            **step_options(locals()),
         )

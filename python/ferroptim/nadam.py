@@ -2,37 +2,56 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ferroptim import _core
-from ferroptim.optimizer import Optimizer
+from ferroptim._params import ParamsLike
+from ferroptim.optimizer import Optimizer, step_options
 
 __all__ = ["NAdam"]
 
 
 class NAdam(Optimizer):
-    r"""NAdam: Adam with Nesterov momentum and a momentum-decay schedule.
+    """NAdam: Adam with Nesterov momentum and a momentum-decay schedule.
 
-    .. math::
-        \mu_t &= \beta_1\,(1 - \tfrac12\, 0.96^{t\psi}), \qquad \Pi_t = \Pi_{t-1}\mu_t \\
-        m_t &= \beta_1 m_{t-1} + (1-\beta_1)\,g_t, \qquad
-        v_t = \beta_2 v_{t-1} + (1-\beta_2)\,g_t^2 \\
-        d_t &= \sqrt{v_t / (1-\beta_2^t)} + \epsilon \\
-        \theta_t &= \theta_{t-1} - \gamma\,\frac{1-\mu_t}{1-\Pi_t}\,\frac{g_t}{d_t}
-                  - \gamma\,\frac{\mu_{t+1}}{1-\Pi_t\mu_{t+1}}\,\frac{m_t}{d_t}
+    Each step, per element (p the param, t its step count)::
 
-    with :math:`g_t = \pm\nabla_t + \lambda\theta_{t-1} + \lambda_1\mathrm{sign}(\theta_{t-1})`
-    (or decoupled decay :math:`\theta \leftarrow \theta(1-\gamma\lambda)`).
+        g = grad + weight_decay * p + l1 * sign(p)   (or decoupled: p = p * (1 - lr * weight_decay))
+        mu(t) = beta1 * (1 - 0.5 * 0.96**(t * momentum_decay)),   mu_product = mu(1) * ... * mu(t)
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g**2
+        d = sqrt(v / (1 - beta2**t)) + eps
+        p = p - lr * (1 - mu(t)) / (1 - mu_product) * g / d
+              - lr * mu(t+1) / (1 - mu_product * mu(t+1)) * m / d
 
-    Same names and defaults as torch.optim.NAdam, plus ``l1`` (λ₁ above) and the step
-    options of :class:`~ferroptim.optimizer.Optimizer` (clipping, EMA, accumulation).
+    Same names and defaults as torch.optim.NAdam, plus ``l1``.
+    The step options below (clipping, EMA, accumulation) apply in the same pass.
+
+    Parameters
+    ----------
+    params : list, dict or ParamArena
+        Arrays, named arrays, param-group dicts or an arena (see Optimizer).
+    lr : float, default 2e-3
+        The learning rate.
+    betas : tuple[float, float], default (0.9, 0.999)
+        Decay rates of the first and second moments.
+    eps : float, default 1e-8
+        Added to the denominator.
+    weight_decay : float, default 0.0
+        Weight decay (L2 penalty, or decoupled).
+    momentum_decay : float, default 4e-3
+        The psi of the momentum schedule.
+    decoupled_weight_decay : bool, default False
+        Decay the weights directly, as AdamW.
+    maximize : bool, default False
+        Maximize the objective: step along the grad.
+    l1 : float, default 0.0
+        L1 penalty: adds l1 * sign(p) to the grad (0: off).
     """
 
     _engine_class = _core.NAdam
 
     def __init__(
         self,
-        params: Any,
+        params: ParamsLike,
         lr: float = 2e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
@@ -42,7 +61,18 @@ class NAdam(Optimizer):
         *,
         maximize: bool = False,
         l1: float = 0.0,
-        **options: Any,
+        max_grad_norm: float | None = None,
+        norm_type: float = 2.0,
+        clip_value: float | None = None,
+        skip_nonfinite: bool = False,
+        ema_decay: float | None = None,
+        ema_equal_weights: bool = False,
+        accumulate: int = 1,
+        accumulate_mean: bool = True,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
     ) -> None:
         super().__init__(
             params,
@@ -56,5 +86,5 @@ class NAdam(Optimizer):
                 "maximize": maximize,
                 "l1": l1,
             },
-            **options,
+            **step_options(locals()),
         )
