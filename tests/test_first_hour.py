@@ -55,8 +55,8 @@ def pytest_without_torch(*args: str) -> subprocess.CompletedProcess:
 def test_the_suite_collects_without_torch():
     """No test module imports torch at module level (README: torch tests skip)."""
     done = pytest_without_torch("--collect-only", str(TESTS))
+    # A collection error (ModuleNotFoundError: torch) makes pytest exit 2.
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "error" not in done.stdout.lower().split("collected")[-1]
     # The torch-free tests of the mixed modules are still there.
     for name in MIXED:
         assert re.search(rf"^tests/{name}::\w+", done.stdout, re.M), name
