@@ -121,19 +121,29 @@ def test_the_gate_admits_one_of_two_racing_trials(tmp_path):
     assert study.trials[1].user_attrs[SKIPPED] is True
 
 
-def test_two_overlapping_invocations_end_with_exactly_n(tmp_path):
-    # Two processes on one SQLite study, started together (both wait for a
-    # file): before, each ran its own 6 trials and the study ended with 12.
-    cfg = config(tmp_path, trials=6, dataset="synthetic-classification")
-    go = tmp_path / "go"
-    code = "import json, os, sys, time; from ferroptim.tune import TuneConfig, run\n"
+def start_together(folder: Path, cfg: TuneConfig, n: int) -> list[subprocess.Popen]:
+    """``n`` processes calling run(cfg), released at once when all have imported."""
+    go, ready = folder / "go", folder / "ready"
+    ready.mkdir()
+    code = "import json, os, sys, time, optuna; from ferroptim.tune import TuneConfig, run\n"
+    code += "open(os.path.join(sys.argv[3], str(os.getpid())), 'w').close()\n"
     code += "while not os.path.exists(sys.argv[2]): time.sleep(0.01)\n"
     code += "run(TuneConfig(**json.loads(sys.argv[1])))"
-    args = [sys.executable, "-c", code, json.dumps(cfg.__dict__), str(go)]
-    run(config(tmp_path, trials=1, dataset="synthetic-classification"))  # the study exists
-    procs = [subprocess.Popen(args, env=env(), stderr=subprocess.PIPE, text=True) for _ in "ab"]
-    time.sleep(3)  # both have imported everything and wait
+    args = [sys.executable, "-c", code, json.dumps(cfg.__dict__), str(go), str(ready)]
+    procs = [subprocess.Popen(args, env=env(), stderr=subprocess.PIPE, text=True) for _ in range(n)]
+    deadline = time.monotonic() + 120
+    while len(list(ready.iterdir())) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
     go.touch()
+    return procs
+
+
+def test_two_overlapping_invocations_end_with_exactly_n(tmp_path):
+    # Two processes on one SQLite study, started together (both wait for a
+    # file): before, each ran up to 6 trials and the study ended with 11 or 12.
+    cfg = config(tmp_path, trials=6, dataset="synthetic-classification")
+    run(config(tmp_path, trials=1, dataset="synthetic-classification"))  # the study exists
+    procs = start_together(tmp_path, cfg, 2)
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs
     states = db_states(tmp_path / "run" / "study.db")
@@ -209,6 +219,24 @@ def test_a_killed_worker_leaves_outputs_and_no_running_trial(tmp_path):
     assert "killed by SIGKILL" in rows[victim[0]]["error"]
     assert sum(r["state"] == "COMPLETE" for r in rows.values()) >= 1
     assert json.loads((out / "best.json").read_text())["metric"] == "val_accuracy"
+
+
+def test_a_dead_trial_in_the_last_slot_is_failed_and_rerun(tmp_path):
+    # Two trials finished and one left RUNNING by a process that died (its
+    # heartbeat stopped): before, a run asked for 3 counted it as taken and
+    # started nothing, so the study stayed short with a RUNNING trial.
+    run(config(tmp_path, trials=2, heartbeat=1, grace=1))
+    cfg = config(tmp_path, trials=3, heartbeat=1, grace=1)
+    study = optuna.load_study(study_name="ferroptim", storage=cfg.storage_url())
+    dead = study.ask()
+    dead.suggest_categorical("optimizer", ["adam", "sgd"])
+    study._storage.record_heartbeat(dead._trial_id)
+    time.sleep(2.5)  # past the grace period (heartbeats are stored to the second)
+    again = run(cfg)
+    states = {t.number: t.state for t in again.trials}
+    assert states[dead.number] == TrialState.FAIL, states
+    assert len(finished(again)) == 3
+    assert TrialState.RUNNING not in states.values()
 
 
 # --- 11.10: up-front checks --------------------------------------------------------------

@@ -116,7 +116,7 @@ def test_unreachable_postgres_fails_before_any_trial(server, tmp_path, where):
 
 def test_two_overlapping_invocations_end_with_exactly_n_trials(server, tmp_path):
     # Two processes on one PostgreSQL study, released together: before, each ran
-    # its own 6 trials (12 in all); now the study ends with exactly 6.
+    # up to 6 trials (11 or 12 in all); now the study ends with exactly 6.
     import json
     import subprocess
     import sys
@@ -124,14 +124,18 @@ def test_two_overlapping_invocations_end_with_exactly_n_trials(server, tmp_path)
     cfg = config(tmp_path, server.url(), trials=6, study="overlap", sampler="random")
     cfg.pruner = "none"
     run(config(tmp_path, server.url(), trials=1, study="overlap", pruner="none"))
-    go = tmp_path / "go"
-    code = "import json, os, sys, time; from ferroptim.tune import TuneConfig, run\n"
+    go, ready = tmp_path / "go", tmp_path / "ready"
+    ready.mkdir()
+    code = "import json, os, sys, time, optuna; from ferroptim.tune import TuneConfig, run\n"
+    code += "open(os.path.join(sys.argv[3], str(os.getpid())), 'w').close()\n"
     code += "while not os.path.exists(sys.argv[2]): time.sleep(0.01)\n"
     code += "run(TuneConfig(**json.loads(sys.argv[1])))"
-    argv = [sys.executable, "-c", code, json.dumps(cfg.__dict__), str(go)]
+    argv = [sys.executable, "-c", code, json.dumps(cfg.__dict__), str(go), str(ready)]
     env = {**os.environ, "MPLBACKEND": "Agg"}
     procs = [subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True) for _ in "ab"]
-    time.sleep(3)  # both have imported everything and wait
+    deadline = time.monotonic() + 120
+    while len(list(ready.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # until both have imported everything
     go.touch()
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs

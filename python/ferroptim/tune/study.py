@@ -211,7 +211,13 @@ def _gated(trial: Any, cfg: TuneConfig, specs: dict[str, Spec]) -> float:
 
 def run_trials(study: Any, cfg: TuneConfig, specs: dict[str, Spec], quota: int, tick=None) -> None:
     """One worker's loop: up to ``quota`` trials while the study has fewer than --trials."""
+    import optuna
+
     for _ in range(quota):
+        # Fail (and re-queue) the trials of dead workers first: left RUNNING,
+        # they would count toward --trials and end the loop short.
+        with quiet():
+            optuna.storages.fail_stale_trials(study)
         if _taken(study) >= cfg.trials:
             return
         before = {t.number for t in study.get_trials(deepcopy=False)}
@@ -279,9 +285,12 @@ def _fail_orphans(study: Any, pid: int, why: str) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if t.user_attrs.get("pid") == pid:
             trial = optuna.trial.Trial(study, t._trial_id)
-            trial.set_user_attr("error", why)
-            with quiet():
-                study.tell(trial, state=TrialState.FAIL)
+            try:
+                trial.set_user_attr("error", why)
+                with quiet():
+                    study.tell(trial, state=TrialState.FAIL)
+            except (ValueError, RuntimeError):  # finished meanwhile (the heartbeat check)
+                continue
             lost.append(t.number)
     return lost
 
@@ -344,13 +353,14 @@ def search(cfg: TuneConfig) -> Any:
 
     specs = check(cfg)
     out = Path(cfg.out)
+    storage = make_storage(cfg)  # first: an unreachable server leaves no folder behind
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise TuneError(f"--out: cannot create {out}: {err.strerror}") from None
     # The workers search the checked space (the default one is cut to the run).
     cfg = TuneConfig(**{**asdict(cfg), "space": {n: s.raw() for n, s in specs.items()}})
-    study = open_study(cfg, specs, make_storage(cfg), cfg.seed)
+    study = open_study(cfg, specs, storage, cfg.seed)
     finished, _ = _states()
     already = len(study.get_trials(deepcopy=False, states=finished))
     remaining = max(cfg.trials - already, 0)
