@@ -223,8 +223,8 @@ def test_a_killed_worker_leaves_outputs_and_no_running_trial(tmp_path):
 
 def test_a_dead_trial_in_the_last_slot_is_failed_and_rerun(tmp_path):
     # Two trials finished and one left RUNNING by a process that died (its
-    # heartbeat stopped): before, a run asked for 3 counted it as taken and
-    # started nothing, so the study stayed short with a RUNNING trial.
+    # heartbeat stopped). Running trials count toward --trials (11.7), but a
+    # dead one must not: it is failed, re-queued and run again here.
     run(config(tmp_path, trials=2, heartbeat=1, grace=1))
     cfg = config(tmp_path, trials=3, heartbeat=1, grace=1)
     study = optuna.load_study(study_name="ferroptim", storage=cfg.storage_url())
