@@ -129,19 +129,17 @@ def table(rows: list[Row]) -> str:
 def legend(rows: list[Row]) -> str:
     """What the spread column and the marks mean, and how many figures are noisy."""
     noisy = sum(1 for r in rows if r.spread is not None and r.spread.noisy)
-    text = (
-        "spread: half the interquartile range of the step times, over the median; "
-        "n: step times.\n"
-        "vs X: X's median over this row's (above 1: this row is faster). "
-        "~: the two interquartile ranges overlap (no clear difference); "
-        f"?: a spread over ±{100 * WIDE:.0f}% or under {MIN_SAMPLES} step times (noisy)."
-    )
+    lines = [
+        "spread: ± half the interquartile range of the step times, over the median;",
+        "        n: how many step times.",
+        "vs X:   X's median over this row's (above 1: this row is faster);",
+        "        ~ the two interquartile ranges overlap (no clear difference),",
+        f"        ? a spread over ±{100 * WIDE:.0f}% or under {MIN_SAMPLES} step times (noisy).",
+    ]
     if noisy:
-        text += (
-            f"\nnote: {noisy} of {len(rows)} rows are noisy: their ratios are marked ?; "
-            "rerun with a larger --time-budget or on a quieter machine."
-        )
-    return text
+        lines.append(f"note: {noisy} of {len(rows)} rows are noisy (their ratios are marked ?):")
+        lines.append("      rerun with a larger --time-budget or on a quieter machine.")
+    return "\n".join(lines)
 
 
 def scaling_table(points: list[dict], opt: str, numel: int, bytes_per_param: int) -> str:
@@ -257,8 +255,8 @@ def main(
         # Every implementation runs 2 warm-up steps and one round whatever the
         # budget: the slow torch paths on the large cases cannot go faster.
         print(
-            "over the budget: each implementation runs at least 4 steps per case "
-            "(the slowest take tenths of a second each, more on a busy machine); "
+            "over the budget: each implementation runs at least 4 steps per case\n"
+            "(the slowest take tenths of a second each, more on a busy machine);\n"
             "use --quick, fewer --optimizers or a larger --time-budget"
         )
     return 0
