@@ -154,6 +154,16 @@ def test_quick_main_keeps_its_budget(monkeypatch, capsys):
     assert "spread:" in out and "over the budget" not in out
 
 
+def test_main_says_when_the_minimum_steps_overran_the_budget(monkeypatch, capsys):
+    clock = FakeClock()
+    fake_impls(monkeypatch, clock, setup_s=1.0, step_s=2.0)  # a busy machine's torch
+    assert bench.main(["adam"], quick=True, quiet=True, time_budget=5.0, clock=clock) == 0
+    out = capsys.readouterr().out
+    assert f"took {clock.t:.1f} s (time budget 5 s)" in out and clock.t > 10
+    assert "over the budget: each implementation runs at least 4 steps per case" in out
+    assert "note: 6 of 6 rows are noisy" in out  # one step time each
+
+
 # -- spreads and ratio marks ------------------------------------------------------------
 
 
