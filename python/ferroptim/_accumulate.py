@@ -38,7 +38,9 @@ def check_grads(
         # instead of adding in place: insist on arrays of the right kind.
         right_kind = on_gpu(g) if gpu else isinstance(g, np.ndarray) and not on_gpu(g)
         if not right_kind:
-            what = "a GPU array" if on_gpu(g) else f"{type(g).__module__}.{type(g).__name__}"
+            module = type(g).__module__
+            what = "a GPU array" if on_gpu(g) else f"{module}.{type(g).__name__}"
+            what = what.removeprefix("builtins.")  # as the engine names types
             raise DtypeError(f"grad for param {label} must be a {kind} {dtype} array, got {what}")
         if g.dtype != dtype:
             raise DtypeError(f"grad for param {label} has dtype {g.dtype}, the param has {dtype}")

@@ -318,13 +318,15 @@ class Optimizer:
                 "was given, in order; edit hyperparameters in place, use add_param_group, "
                 "or build a new optimizer"
             )
-        for gid, (group, given, arrays) in enumerate(self._given):
+        for gid, (group, _, arrays) in enumerate(self._given):
             now = group.get("params")
-            if (
-                now is not given
-                or len(now) != len(arrays)
-                or not all(map(operator.is_, now, arrays))
-            ):
+            # The same arrays in a new list is no edit: only identities count.
+            same = (
+                isinstance(now, (list, tuple))
+                and len(now) == len(arrays)
+                and all(map(operator.is_, now, arrays))
+            )
+            if not same:
                 raise ParamError(
                     f"param_groups[{gid}]['params'] was replaced or edited: the optimizer "
                     "keeps stepping the arrays it was given; use add_param_group, or build a "
