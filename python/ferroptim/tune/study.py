@@ -390,8 +390,9 @@ def search(cfg: TuneConfig) -> Any:
     write_outputs(study, out, cfg)
     if deaths:
         done = len(study.get_trials(deepcopy=False, states=finished))
+        wrote = "trials.csv and best.json" if (out / "best.json").is_file() else "trials.csv"
         raise WorkerError(
-            f"{'; '.join(deaths)}; {done} of {cfg.trials} trials finished, "
-            f"{out}/trials.csv written; run the same command again to finish the study"
+            f"{'; '.join(deaths)}; {done} of {cfg.trials} trials finished; wrote {out}/{wrote}; "
+            "run the same command again to finish the study"
         )
     return study
