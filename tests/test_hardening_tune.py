@@ -387,6 +387,13 @@ def test_grid_search_works_on_the_default_space(tmp_path):
             assert value in specs[name].grid_values(), (name, value)
 
 
+def test_grid_search_stops_when_the_grid_is_done(tmp_path):
+    # Two grid points and --trials 5: two trials, not three repeats.
+    space = {**SPACE, "lr": {"type": "float", "low": 1e-3, "high": 0.1, "grid": [0.01]}}
+    study = run(config(tmp_path, sampler="grid", space=space, trials=5))
+    assert sorted(t.params["optimizer"] for t in study.trials) == ["adam", "sgd"]
+
+
 def _label_boxes(fig) -> list:
     """(text, window extent) of every tick label drawn, major and minor."""
     fig.canvas.draw()
