@@ -1,6 +1,6 @@
 """Type stubs for the Rust extension module (hand-written)."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,7 +24,7 @@ class _Engine:
     state_names: ClassVar[list[str]]
     def __init__(self) -> None: ...
     @staticmethod
-    def validate_group(group: dict[str, Any]) -> None: ...
+    def validate_group(group: Mapping[str, Any]) -> None: ...
     @property
     def num_params(self) -> int: ...
     def steps(self) -> list[int]: ...

@@ -51,20 +51,19 @@ def kind(opt: Optimizer) -> str:
     return type(opt).__name__
 
 
-def slots_needed(opt: Optimizer, group: Mapping[str, Any]) -> list[str]:
+def slots_needed(
+    opt: Optimizer, group: Mapping[str, Any], cache: dict[Any, list[str]]
+) -> list[str]:
     """The state arrays ``opt``'s class keeps after one step under ``group``'s
-    hyperparameters, from a one-element probe (cached per hyperparameters)."""
+    hyperparameters, from a one-element probe (``cache``: one probe per settings)."""
     hypers = {k: v for k, v in group.items() if k not in PARAM_KEYS}
-    key = (opt._engine_class, tuple(sorted((k, repr(v)) for k, v in hypers.items())))
-    if key not in _PROBED:
+    key = tuple(sorted((k, repr(v)) for k, v in hypers.items()))
+    if key not in cache:
         engine = opt._engine_class()
         engine.add_params([np.zeros(1)], 0, ["probe"])
         engine.step([np.ones(1)], [hypers])
-        _PROBED[key] = [k for k, v in engine.state()[0].items() if isinstance(v, np.ndarray)]
-    return [k for k in _PROBED[key] if k not in _COMMON]
-
-
-_PROBED: dict[Any, list[str]] = {}
+        cache[key] = [k for k, v in engine.state()[0].items() if isinstance(v, np.ndarray)]
+    return [k for k in cache[key] if k not in _COMMON]
 
 
 def state_dict(opt: Optimizer) -> dict[str, Any]:
@@ -153,10 +152,12 @@ def _guess(opt: Optimizer, entry: Mapping[str, Any]) -> str:
     return f": is this a state_dict of {' or '.join(fits)}?" if fits else ""
 
 
-def _check_slots_present(opt: Optimizer, gid: int, hypers: Mapping[str, Any], state: Any) -> None:
+def _check_slots_present(
+    opt: Optimizer, gid: int, hypers: Mapping[str, Any], state: Any, cache: dict[Any, Any]
+) -> None:
     """A state_dict that names no class (hand-made, or older) must hold every slot
     this class keeps at these settings: Lion's state alone is no Adam state."""
-    needed = slots_needed(opt, {**opt.param_groups[gid], **hypers})
+    needed = slots_needed(opt, {**opt.param_groups[gid], **hypers}, cache)
     for key, entry in state:
         if entry and entry.get("step", 0):
             missing = [s for s in needed if s not in entry]
@@ -216,9 +217,10 @@ def load_state_dict(opt: Optimizer, sd: Mapping[str, Any]) -> None:
         if entry is not None:
             _check_entry(opt, key, entry)
     if not named_class:
+        cache: dict[Any, list[str]] = {}
         for gid, (keys, hypers) in enumerate(zip(opt._group_keys, new_hypers)):
             entries = [(k, saved_state.get(saved_key[k])) for k in keys]
-            _check_slots_present(opt, gid, hypers, entries)
+            _check_slots_present(opt, gid, hypers, entries, cache)
     states = [
         _merge_state(opt, [(m, saved_state.get(saved_key[m.key])) for m in members])
         for members in opt._members
