@@ -341,6 +341,9 @@ class Optimizer:
     @overload
     def step(self, grads: Grads | None = None, *, closure: Callable[[], Any]) -> Any: ...
 
+    @overload
+    def step(self, grads: Callable[[], Any]) -> Any: ...  # opt.step(closure), as in torch
+
     def step(self, grads: Any = None, closure: Callable[[], Any] | None = None) -> Any:
         """Updates every param in place from its grad; True if it did.
 
