@@ -286,6 +286,12 @@ def _bad_space(**entry) -> dict:
             "--storage: 'sqlite:///:memory:' is private to one connection",
         ),
         (["--storage", "sqlite://"], None, "--storage: 'sqlite://' is private to one connection"),
+        (["--seed", "-1"], None, "--seed must be >= 0, got -1"),
+        (
+            [],
+            _bad_space(hidden={"type": "categorical", "choices": ["16", "1e3"]}),
+            "space: hidden '1e3' with adam: --hidden: widths must be whole numbers",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2_before_any_trial(tmp_path, capsys, args, space, message):

@@ -92,6 +92,39 @@ def _shortest_steps(cfg: TuneConfig, specs: dict[str, Any], n_train: int) -> tup
     return cfg.epochs * -(-n_train // max(batch, 1)), batch
 
 
+def _probe(cfg: TuneConfig, specs: dict[str, Any]) -> None:
+    """Every value of the space, with every optimizer that takes it, must make a
+    valid ``ferroptim train`` command (its own checks, so the two stay in step)."""
+    from ferroptim.train import cli
+    from ferroptim.tune.space import PARAMS, train_argv
+
+    checks = getattr(cli, "check_flags", cli.optimizer_kwargs)  # its flag checks, no data
+
+    def valid(params: dict[str, Any]) -> None:
+        checks(cli.build_parser().parse_args(train_argv(params, cfg)))
+
+    try:
+        valid({})
+    except cli.UsageError as err:  # the flags tune passes on (--seed, --epochs)
+        raise TuneError(str(err)) from None
+    optimizers = specs["optimizer"].choices if "optimizer" in specs else ["adamw"]
+    for opt in optimizers:
+        for name, spec in specs.items():
+            takers = PARAMS[name][1]
+            if name == "optimizer" or (takers is not None and opt not in takers):
+                continue
+            if spec.type == "categorical":
+                values = list(spec.choices)
+            else:
+                values = [spec.low, spec.high, *(spec.grid or [])]
+                values = [int(v) for v in values] if spec.type == "int" else values
+            for value in values:
+                try:
+                    valid({"optimizer": opt, name: value})
+                except cli.UsageError as err:
+                    raise TuneError(f"space: {name} {value!r} with {opt}: {err}") from None
+
+
 def check(cfg: TuneConfig) -> dict[str, Any]:
     """Every input check, before any trial runs; returns the space to search.
 
@@ -105,7 +138,7 @@ def check(cfg: TuneConfig) -> dict[str, Any]:
     dict
         ``name -> Spec``; for the default space, cut to fit the run.
     """
-    from ferroptim.tune.space import PARAMS, fit_default_space, load_space, train_argv
+    from ferroptim.tune.space import fit_default_space, load_space
 
     if cfg.sampler not in SAMPLERS:
         raise TuneError(f"--sampler: unknown {cfg.sampler!r}; choose from {', '.join(SAMPLERS)}")
@@ -117,6 +150,7 @@ def check(cfg: TuneConfig) -> dict[str, Any]:
         ("--epochs", cfg.epochs, 1),
         ("--heartbeat", cfg.heartbeat, 1),
         ("--grace", cfg.grace, 1),
+        ("--seed", cfg.seed, 0),
     ):
         if value < low:
             raise TuneError(f"{name} must be >= {low}, got {value}")
@@ -154,24 +188,7 @@ def check(cfg: TuneConfig) -> dict[str, Any]:
             import cmaes  # noqa: F401
         except ImportError:
             raise TuneError("--sampler cmaes needs the 'cmaes' package") from None
-    # Every sampled configuration must be a valid `ferroptim train` command.
-    from ferroptim.train.cli import UsageError, build_parser, optimizer_kwargs
-
-    optimizers = specs["optimizer"].choices if "optimizer" in specs else ["adamw"]
-    for opt in optimizers:
-        probe: dict[str, Any] = {"optimizer": opt}
-        for name, spec in specs.items():
-            takers = PARAMS[name][1]
-            if name == "optimizer" or (takers is not None and opt not in takers):
-                continue
-            if spec.type == "categorical":
-                probe[name] = spec.choices[0]
-            else:
-                probe[name] = int(spec.low) if spec.type == "int" else spec.low
-        try:
-            optimizer_kwargs(build_parser().parse_args(train_argv(probe, cfg)))
-        except UsageError as err:
-            raise TuneError(f"space: {err}") from None
+    _probe(cfg, specs)
     if "warmup" in specs:
         # A trial's warmup must be shorter than its run: check the longest
         # warmup against the fewest steps (the largest batch size).
