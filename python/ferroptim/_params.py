@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -170,3 +171,38 @@ def select(opt: Any, selectors: Iterable[Any], group: int | None) -> list[int]:
                 "the ones to freeze their own param group"
             )
     return indices
+
+
+def check_groups(opt: Any) -> None:
+    """Refuses edits of ``param_groups`` the engine cannot follow: it steps
+    the arrays it was given, so a replaced ``"params"`` or a reordered group
+    list would silently train other arrays or mix up hyperparameters."""
+    groups = opt.param_groups
+    if len(groups) != len(opt._given):
+        raise ParamError(
+            f"the optimizer has {len(opt._given)} param groups, param_groups holds "
+            f"{len(groups)}: add groups with add_param_group, never remove one"
+        )
+    for gid, group in enumerate(groups):
+        if not isinstance(group, Mapping):
+            raise DtypeError(f"param group {gid} must be a dict, got {type(group).__name__}")
+    if not all(map(operator.is_, groups, (g[0] for g in opt._given))):
+        raise ParamError(
+            "param groups were reordered or replaced: the optimizer steps the groups it "
+            "was given, in order; edit hyperparameters in place, use add_param_group, "
+            "or build a new optimizer"
+        )
+    for gid, (group, _, arrays) in enumerate(opt._given):
+        now = group.get("params")
+        # The same arrays in a new list is no edit: only identities count.
+        same = (
+            isinstance(now, (list, tuple))
+            and len(now) == len(arrays)
+            and all(map(operator.is_, now, arrays))
+        )
+        if not same:
+            raise ParamError(
+                f"param_groups[{gid}]['params'] was replaced or edited: the optimizer "
+                "keeps stepping the arrays it was given; use add_param_group, or build a "
+                "new optimizer"
+            )

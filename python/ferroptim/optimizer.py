@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import operator
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, overload
@@ -25,11 +24,13 @@ import numpy as np
 from ferroptim import _state
 from ferroptim._accumulate import Accumulation, check_grads
 from ferroptim._compat import check_torch_flags, plain_hypers
+from ferroptim._options import STEP_OPTIONS_DOC, step_options
 from ferroptim._params import (
     Grads,
     Member,
     ParamsLike,
     as_groups,
+    check_groups,
     gpu_probe,
     label,
     on_gpu,
@@ -40,51 +41,6 @@ from ferroptim.arena import ArenaGroup, ParamArena
 from ferroptim.exceptions import DtypeError, GradError, HyperparameterError, ParamError
 
 __all__ = ["STEP_OPTIONS_DOC", "Optimizer", "step_options"]
-
-# The keyword-only options every optimizer class takes, in signature order.
-STEP_OPTIONS = (
-    "max_grad_norm",
-    "norm_type",
-    "clip_value",
-    "skip_nonfinite",
-    "ema_decay",
-    "ema_equal_weights",
-    "accumulate",
-    "accumulate_mean",
-    "foreach",
-    "fused",
-    "capturable",
-    "differentiable",
-)
-
-#: Appended to the Parameters section of every optimizer class's docstring.
-STEP_OPTIONS_DOC = """\
-max_grad_norm : float or None, default None
-    Clip the global grad norm of each step to this (torch's clip_grad_norm_).
-norm_type : float, default 2.0
-    The norm for ``max_grad_norm``: 2 or inf.
-clip_value : float or None, default None
-    Clamp every grad element to [-clip_value, clip_value].
-skip_nonfinite : bool, default False
-    A step whose grads hold NaN or Inf changes nothing and returns False.
-ema_decay : float or None, default None
-    Keep an average of the weights: a += (1 - ema_decay) * (p - a).
-ema_equal_weights : bool, default False
-    Keep the plain mean of the stepped weights instead (SWA).
-accumulate : int, default 1
-    Sum the grads of this many ``step`` calls; update on every k-th.
-accumulate_mean : bool, default True
-    Average the accumulated grads (True) or use their sum.
-foreach, fused : bool or None, default None
-    torch's implementation flags: accepted, no effect (every step is fused).
-capturable, differentiable : bool, default False
-    torch's flags: only False is supported.
-"""
-
-
-def step_options(namespace: Mapping[str, Any]) -> dict[str, Any]:
-    """The step options out of a subclass ``__init__``'s ``locals()``."""
-    return {k: namespace[k] for k in STEP_OPTIONS}
 
 
 class Optimizer:
@@ -300,38 +256,7 @@ class Optimizer:
         return self._key_list
 
     def _check_groups(self) -> None:
-        """Refuses edits of ``param_groups`` the engine cannot follow: it steps
-        the arrays it was given, so a replaced ``"params"`` or a reordered group
-        list would silently train other arrays or mix up hyperparameters."""
-        groups = self.param_groups
-        if len(groups) != len(self._given):
-            raise ParamError(
-                f"the optimizer has {len(self._given)} param groups, param_groups holds "
-                f"{len(groups)}: add groups with add_param_group, never remove one"
-            )
-        for gid, group in enumerate(groups):
-            if not isinstance(group, Mapping):
-                raise DtypeError(f"param group {gid} must be a dict, got {type(group).__name__}")
-        if not all(map(operator.is_, groups, (g[0] for g in self._given))):
-            raise ParamError(
-                "param groups were reordered or replaced: the optimizer steps the groups it "
-                "was given, in order; edit hyperparameters in place, use add_param_group, "
-                "or build a new optimizer"
-            )
-        for gid, (group, _, arrays) in enumerate(self._given):
-            now = group.get("params")
-            # The same arrays in a new list is no edit: only identities count.
-            same = (
-                isinstance(now, (list, tuple))
-                and len(now) == len(arrays)
-                and all(map(operator.is_, now, arrays))
-            )
-            if not same:
-                raise ParamError(
-                    f"param_groups[{gid}]['params'] was replaced or edited: the optimizer "
-                    "keeps stepping the arrays it was given; use add_param_group, or build a "
-                    "new optimizer"
-                )
+        check_groups(self)
 
     # -- stepping ---------------------------------------------------------
 

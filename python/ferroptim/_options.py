@@ -1,0 +1,53 @@
+"""The step options every optimizer class takes, and their shared docs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["STEP_OPTIONS", "STEP_OPTIONS_DOC", "step_options"]
+
+# The keyword-only options every optimizer class takes, in signature order.
+STEP_OPTIONS = (
+    "max_grad_norm",
+    "norm_type",
+    "clip_value",
+    "skip_nonfinite",
+    "ema_decay",
+    "ema_equal_weights",
+    "accumulate",
+    "accumulate_mean",
+    "foreach",
+    "fused",
+    "capturable",
+    "differentiable",
+)
+
+#: Appended to the Parameters section of every optimizer class's docstring.
+STEP_OPTIONS_DOC = """\
+max_grad_norm : float or None, default None
+    Clip the global grad norm of each step to this (torch's clip_grad_norm_).
+norm_type : float, default 2.0
+    The norm for ``max_grad_norm``: 2 or inf.
+clip_value : float or None, default None
+    Clamp every grad element to [-clip_value, clip_value].
+skip_nonfinite : bool, default False
+    A step whose grads hold NaN or Inf changes nothing and returns False.
+ema_decay : float or None, default None
+    Keep an average of the weights: a += (1 - ema_decay) * (p - a).
+ema_equal_weights : bool, default False
+    Keep the plain mean of the stepped weights instead (SWA).
+accumulate : int, default 1
+    Sum the grads of this many ``step`` calls; update on every k-th.
+accumulate_mean : bool, default True
+    Average the accumulated grads (True) or use their sum.
+foreach, fused : bool or None, default None
+    torch's implementation flags: accepted, no effect (every step is fused).
+capturable, differentiable : bool, default False
+    torch's flags: only False is supported.
+"""
+
+
+def step_options(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The step options out of a subclass ``__init__``'s ``locals()``."""
+    return {k: namespace[k] for k in STEP_OPTIONS}
