@@ -95,7 +95,7 @@ def figures(study: Any, cfg: TuneConfig) -> list[tuple[str, Any]]:
                     _spread_parallel(fig, ax, len(names))
                 else:
                     fig.set_size_inches(10, 6)
-                ax.set_title(f"{ax.get_title()}: {cfg.metric} on {cfg.dataset}")
+                ax.set_title(f"{ax.get_title().strip()}: {cfg.metric} on {cfg.dataset}")
                 fig.tight_layout()
         except (ValueError, RuntimeError) as err:  # e.g. importances with constant values
             print(f"ferroptim tune: skipped {filename}: {err}", file=sys.stderr)
