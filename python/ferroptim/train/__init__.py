@@ -14,6 +14,7 @@ from ferroptim.train.callbacks import (
 from ferroptim.train.checkpoint import CheckpointError
 from ferroptim.train.data import Dataset, batches, load_dataset
 from ferroptim.train.plot import plot_history
+from ferroptim.train.torch_model import TorchLoss, TorchModel  # import torch only when used
 from ferroptim.train.trainer import FunctionModel, History, Trainer
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "ProgressBar",
     "ReduceLROnPlateau",
     "TerminateOnNaN",
+    "TorchLoss",
+    "TorchModel",
     "Trainer",
     "batches",
     "load_dataset",
