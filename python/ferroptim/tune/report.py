@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import os
 import shlex
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +33,43 @@ def _ran(study: Any) -> list[Any]:
     return [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SKIPPED)]
 
 
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (where the OS has one) while writing outputs."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; each file is still replaced whole
+        yield
+        return
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _replace(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_outputs(study: Any, out: Path, cfg: TuneConfig) -> None:
     """Writes best.json (when a trial completed), trials.csv and the plots into ``out``."""
+    # Invocations sharing a study and a folder end at different times: under
+    # the lock each reads the study afresh, so the last to write has the
+    # newest view, and no reader sees a half-written file.
+    with _locked(out / ".tune.lock"):
+        _write_outputs(study, out, cfg)
+
+
+def _write_outputs(study: Any, out: Path, cfg: TuneConfig) -> None:
     from optuna.trial import TrialState
 
     trials = _ran(study)
     names = sorted({k for t in trials for k in t.params})
-    with (out / "trials.csv").open("w", newline="") as f:
+    with io.StringIO(newline="") as f:
         w = csv.writer(f)
         w.writerow(["number", "state", "value", "duration_s", *names, "error"])
         for t in trials:
@@ -46,6 +80,7 @@ def write_outputs(study: Any, out: Path, cfg: TuneConfig) -> None:
             )
             row = [t.number, t.state.name, t.value, dur, *[t.params.get(n, "") for n in names]]
             w.writerow([*row, t.user_attrs.get("error", "")])
+        _replace(out / "trials.csv", f.getvalue())
     if not any(t.state == TrialState.COMPLETE for t in trials):
         return
     best = study.best_trial
@@ -56,7 +91,7 @@ def write_outputs(study: Any, out: Path, cfg: TuneConfig) -> None:
         "trial": best.number,
         "train_command": train_command(best.params, cfg),
     }
-    (out / "best.json").write_text(json.dumps(summary, indent=2))
+    _replace(out / "best.json", json.dumps(summary, indent=2))
     import matplotlib.pyplot as plt
 
     for filename, fig in figures(study, cfg):
