@@ -1,0 +1,195 @@
+"""Optimizer state in torch's format, to and from the Rust engine's.
+
+The engine keeps each engine param's state as ``{"step": int, slot: array}``
+(NAdam adds ``"mu_product"``). torch keeps, per param tensor,
+``{"step": 0-d float tensor, slot: tensor}`` under the same slot names. An
+engine param is one tensor, or, in flattened mode, a run of an arena holding
+several tensors (:class:`Member` says where each sits in it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ferroptim.exceptions import StateDictError
+
+if TYPE_CHECKING:
+    from ferroptim.torch.optim import TorchOptimizer
+
+__all__ = ["Entry", "Member", "StateView", "export", "to_engine"]
+
+
+@dataclass
+class Member:
+    """One param tensor inside an engine param: elements ``[lo, hi)``."""
+
+    tensor: Any
+    lo: int
+    hi: int
+    shape: tuple[int, ...]
+    label: str
+
+
+@dataclass
+class Entry:
+    """One engine param: the array it updates and the tensors it holds."""
+
+    array: np.ndarray
+    group: int
+    members: list[Member]
+    flat: Any = None  # the FlatParams of an arena run, else None
+    grad: np.ndarray | None = field(default=None)  # an arena run's grad slice
+    offset: int = 0  # an arena run's start in the arena
+
+
+def scalar_dtype() -> torch.dtype:
+    """The dtype torch keeps ``step`` in (float64 under a float64 default dtype)."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def export(opt: TorchOptimizer) -> dict[Any, dict[str, Any]]:
+    """Every param's state in torch's format, as fresh tensors."""
+    spec = opt._spec
+    out: dict[Any, dict[str, Any]] = {}
+    sdt = scalar_dtype()
+    for entry, st in zip(opt._entries, opt._engine.state()):
+        slots = {k: v for k, v in st.items() if isinstance(v, np.ndarray)}
+        group = opt.param_groups[entry.group]
+        for m in entry.members:
+            if not slots:
+                if spec.initial_state is None:
+                    continue
+                # torch's Adagrad makes its state in __init__, before any step.
+                value = float(group[spec.initial_state[1]])
+                dtype = m.tensor.dtype
+                out[m.tensor] = {
+                    "step": torch.zeros((), dtype=sdt),
+                    spec.initial_state[0]: torch.full(m.shape, value, dtype=dtype),
+                }
+                continue
+            d: dict[str, Any] = {}
+            if spec.keeps_step:
+                d["step"] = torch.tensor(float(st["step"]), dtype=sdt)
+            for key, value in st.items():
+                if key == "step" or isinstance(value, np.ndarray):
+                    continue
+                d[key] = torch.tensor(float(value), dtype=sdt)
+            for key, arr in slots.items():
+                part = arr.reshape(-1)[m.lo : m.hi].reshape(m.shape)
+                # A run's slice is copied: torch.save would store the whole run per view.
+                d[key] = torch.from_numpy(part.copy() if entry.flat is not None else part)
+            out[m.tensor] = d
+    return out
+
+
+def _plain_entry(m: Member, value: Any) -> dict[str, Any]:
+    """One member's torch-format state as engine values (floats, NumPy arrays)."""
+    if not isinstance(value, Mapping):
+        raise StateDictError(f"state of param {m.label} must be a dict, got {type(value).__name__}")
+    out: dict[str, Any] = {}
+    for key, v in value.items():
+        if v is None:  # torch's SGD may keep momentum_buffer=None
+            continue
+        if isinstance(v, torch.Tensor):
+            if v.is_complex() or v.dtype == torch.bool:
+                raise StateDictError(
+                    f"state {key!r} of param {m.label} has dtype {v.dtype}: it must hold real "
+                    "numbers"
+                )
+            v = v.detach().cpu()
+            if v.ndim == 0:
+                out[key] = v.item()
+                continue
+            v = v.to(m.tensor.dtype).numpy()
+        out[key] = v
+    return out
+
+
+def to_engine(opt: TorchOptimizer, states: Mapping[Any, Any]) -> list[dict[str, Any]]:
+    """Engine states for every engine param from torch-format states keyed by
+    tensor (a param left out starts fresh)."""
+    result = []
+    for entry in opt._entries:
+        parts = [(m, states.get(m.tensor)) for m in entry.members]
+        parts = [(m, _plain_entry(m, v) if v else {}) for m, v in parts]
+        if entry.flat is None:
+            result.append(parts[0][1])
+        else:
+            result.append(_merge(parts))
+    return result
+
+
+def _merge(parts: list[tuple[Member, dict[str, Any]]]) -> dict[str, Any]:
+    """One arena run's engine state from the states of its tensors."""
+    present = [st for _, st in parts if st]
+    if not present:
+        return {}
+    labels = [m.label for m, _ in parts]
+    if len(present) != len(parts):
+        raise StateDictError(
+            f"params {labels} are flattened into one arena run, so they step together: their "
+            "states must all be present (load it without flatten(), or flatten after loading)"
+        )
+    merged: dict[str, Any] = {}
+    for key in present[0]:
+        values = [st.get(key) for st in present]
+        if any(isinstance(v, np.ndarray) for v in values):
+            pieces = []
+            for (m, _), v in zip(parts, values):
+                if v is None or np.shape(v) != m.shape:
+                    raise StateDictError(
+                        f"state {key!r} of param {m.label} has shape {np.shape(v)}, the param "
+                        f"has shape {m.shape}"
+                    )
+                pieces.append(np.asarray(v).reshape(-1))
+            merged[key] = np.concatenate(pieces) if pieces else np.zeros(0)
+        else:
+            if len({repr(v) for v in values}) != 1:
+                raise StateDictError(
+                    f"params {labels} are flattened into one arena run, so their saved {key!r} "
+                    f"must be equal, got {sorted(map(str, set(values)))}"
+                )
+            merged[key] = values[0]
+    return merged
+
+
+class StateView(MutableMapping):
+    """``optimizer.state``: param tensor -> its state in torch's format.
+
+    Read from the engine (a fresh copy after each step); an assignment
+    ``opt.state[p] = {...}`` is loaded into the engine before the next use,
+    as torch's ``ZeroRedundancyOptimizer.load_state_dict`` does. Changing a
+    tensor of a state in place does not reach the engine.
+    """
+
+    def __init__(self, opt: TorchOptimizer) -> None:
+        self._opt = opt
+
+    def _snap(self) -> dict[Any, dict[str, Any]]:
+        return self._opt._snapshot()
+
+    def __getitem__(self, p: Any) -> dict[str, Any]:
+        return self._snap().get(p, {})
+
+    def __contains__(self, p: object) -> bool:
+        return p in self._snap()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(self._snap()))
+
+    def __len__(self) -> int:
+        return len(self._snap())
+
+    def __setitem__(self, p: Any, value: Mapping[str, Any]) -> None:
+        self._opt._stage(p, value)
+
+    def __delitem__(self, p: Any) -> None:
+        self._opt._stage(p, {})
+
+    def __repr__(self) -> str:
+        return f"StateView({len(self)} params with state)"
