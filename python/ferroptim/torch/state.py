@@ -47,6 +47,10 @@ class Entry:
     offset: int = 0  # an arena run's start in the arena
 
 
+# Per-param numbers a state may hold besides its slots (NAdam's mu_product).
+_SCALARS = ("step", "mu_product")
+
+
 def scalar_dtype() -> torch.dtype:
     """The dtype torch keeps ``step`` in (float64 under a float64 default dtype)."""
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
@@ -87,7 +91,7 @@ def export(opt: TorchOptimizer) -> dict[Any, dict[str, Any]]:
     return out
 
 
-def _plain_entry(m: Member, value: Any) -> dict[str, Any]:
+def _plain_entry(m: Member, value: Any, slots: list[str]) -> dict[str, Any]:
     """One member's torch-format state as engine values (floats, NumPy arrays)."""
     if not isinstance(value, Mapping):
         raise StateDictError(f"state of param {m.label} must be a dict, got {type(value).__name__}")
@@ -95,6 +99,11 @@ def _plain_entry(m: Member, value: Any) -> dict[str, Any]:
     for key, v in value.items():
         if v is None:  # torch's SGD may keep momentum_buffer=None
             continue
+        if key not in slots and key not in _SCALARS:
+            raise StateDictError(
+                f"state of param {m.label} has {key!r}, which this optimizer does not keep "
+                f"(it keeps step, {', '.join(slots)}): is it a state_dict of another optimizer?"
+            )
         if isinstance(v, torch.Tensor):
             if v.is_complex() or v.dtype == torch.bool:
                 raise StateDictError(
@@ -102,7 +111,9 @@ def _plain_entry(m: Member, value: Any) -> dict[str, Any]:
                     "numbers"
                 )
             v = v.detach().cpu()
-            if v.ndim == 0:
+            if key not in slots:
+                if v.numel() != 1:
+                    raise StateDictError(f"{key} of param {m.label} must be one number")
                 out[key] = v.item()
                 continue
             v = v.to(m.tensor.dtype).numpy()
@@ -114,9 +125,10 @@ def to_engine(opt: TorchOptimizer, states: Mapping[Any, Any]) -> list[dict[str, 
     """Engine states for every engine param from torch-format states keyed by
     tensor (a param left out starts fresh)."""
     result = []
+    slots = list(opt._spec.engine.state_names)
     for entry in opt._entries:
         parts = [(m, states.get(m.tensor)) for m in entry.members]
-        parts = [(m, _plain_entry(m, v) if v else {}) for m, v in parts]
+        parts = [(m, _plain_entry(m, v, slots) if v else {}) for m, v in parts]
         if entry.flat is None:
             result.append(parts[0][1])
         else:
