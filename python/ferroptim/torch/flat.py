@@ -16,7 +16,6 @@ copied into the arena and the view put back; a grad that is None counts as zero
 from __future__ import annotations
 
 import operator
-import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,13 +31,20 @@ _GRAD = operator.attrgetter("grad")
 _PTR = operator.methodcaller("data_ptr")
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
-# param tensor -> (its FlatParams, its index there); weak, so a dropped model frees.
-_OWNERS: weakref.WeakKeyDictionary[Any, tuple[FlatParams, int]] = weakref.WeakKeyDictionary()
+# A flattened param carries (its FlatParams, its index) in this attribute: the
+# FlatParams lives as long as the model does (a WeakKeyDictionary cannot hold
+# tensors: it compares keys with ==).
+_ATTR = "_ferroptim_flat"
 
 
 def owner(p: Any) -> tuple[FlatParams, int] | None:
     """The :class:`FlatParams` holding ``p`` and its index there, or None."""
-    return _OWNERS.get(p)
+    own = getattr(p, _ATTR, None)
+    # A deep copy of a flattened model copies the attribute (and a copy of the
+    # FlatParams), not the link: its params hold storage of their own.
+    if own is None or own[0].data_views[own[1]].data_ptr() != p.data_ptr():
+        return None
+    return own
 
 
 def check_tensor(p: Any, what: str) -> None:
@@ -194,5 +200,5 @@ def flatten(params: Any, dtype: Any = None) -> FlatParams:
             p.data = data
             p.grad = grad
     for i, p in enumerate(flat.tensors):
-        _OWNERS[p] = (flat, i)
+        setattr(p, _ATTR, (flat, i))
     return flat

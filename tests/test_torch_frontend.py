@@ -1,0 +1,427 @@
+"""ferroptim.torch as a drop-in torch.optim: state_dicts both ways, schedulers,
+hooks, closures, zero_grad, param groups, refusals, flattened mode.
+
+The parity on torch's own test inputs is in test_torch_parity.py; ZeRO in
+test_torch_zero.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip(
+    "torch",
+    reason="torch is not installed (CPU build: pip install torch "
+    "--index-url https://download.pytorch.org/whl/cpu)",
+)
+fot = pytest.importorskip("ferroptim.torch")
+
+import ferroptim as fo  # noqa: E402
+from ferroptim.exceptions import (  # noqa: E402
+    DtypeError,
+    HyperparameterError,
+    ParamError,
+    StateDictError,
+)
+
+# Hyperparameters that make every state slot live.
+KWARGS: dict[str, dict[str, Any]] = {
+    "SGD": {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01},
+    "Adam": {"lr": 0.01, "amsgrad": True, "weight_decay": 0.01},
+    "AdamW": {"lr": 0.01, "amsgrad": True},
+    "Adamax": {"lr": 0.01, "weight_decay": 0.01},
+    "NAdam": {"lr": 0.01, "weight_decay": 0.01},
+    "RAdam": {"lr": 0.01, "weight_decay": 0.01},
+    "RMSprop": {"lr": 0.01, "momentum": 0.5, "centered": True},
+    "Adagrad": {"lr": 0.05, "lr_decay": 0.01, "initial_accumulator_value": 0.1},
+    "Adadelta": {"lr": 0.5, "weight_decay": 0.01},
+}
+NAMES = sorted(KWARGS)
+F32 = (1e-5, 1e-6)
+
+
+def _model(seed: int = 0, dtype: Any = None) -> Any:
+    torch.manual_seed(seed)
+    m = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
+    return m.to(dtype) if dtype is not None else m
+
+
+def _data(dtype: Any = torch.float32) -> tuple[Any, Any]:
+    gen = torch.Generator().manual_seed(7)
+    return torch.randn(32, 6, generator=gen, dtype=dtype), torch.randn(
+        32, 2, generator=gen, dtype=dtype
+    )
+
+
+def _train(model: Any, opt: Any, steps: int, sched: Any = None) -> None:
+    x, y = _data(next(model.parameters()).dtype)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+
+
+def _close(m1: Any, m2: Any, tol: tuple[float, float] = F32) -> None:
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        torch.testing.assert_close(a, b, rtol=tol[0], atol=tol[1])
+
+
+# -- state_dict both ways ----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_torch_state_dict_loads_and_training_continues(name: str) -> None:
+    kw = KWARGS[name]
+    m_t = _model()
+    t_opt = getattr(torch.optim, name)(m_t.parameters(), foreach=False, **kw)
+    _train(m_t, t_opt, 5)
+    m_f = copy.deepcopy(m_t)
+    f_opt = getattr(fot, name)(m_f.parameters(), **kw)
+    f_opt.load_state_dict(t_opt.state_dict())
+    _train(m_t, t_opt, 5)
+    _train(m_f, f_opt, 5)
+    _close(m_t, m_f)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dict_loads_into_torch_and_training_continues(name: str) -> None:
+    kw = KWARGS[name]
+    m_f = _model()
+    f_opt = getattr(fot, name)(m_f.parameters(), **kw)
+    _train(m_f, f_opt, 5)
+    m_t = copy.deepcopy(m_f)
+    t_opt = getattr(torch.optim, name)(m_t.parameters(), foreach=False, **kw)
+    sd = f_opt.state_dict()
+    t_opt.load_state_dict(sd)
+    # The same format: torch's own state_dict now equals ours, key for key.
+    theirs = t_opt.state_dict()
+    assert theirs["state"].keys() == sd["state"].keys()
+    for i, st in theirs["state"].items():
+        assert st.keys() == sd["state"][i].keys()
+    _train(m_t, t_opt, 5)
+    _train(m_f, f_opt, 5)
+    _close(m_t, m_f)
+
+
+def test_step_is_a_float_tensor_and_named_params_keep_their_names() -> None:
+    m = _model()
+    opt = fot.AdamW(m.named_parameters())
+    _train(m, opt, 2)
+    sd = opt.state_dict()
+    ref = torch.optim.AdamW(_model().named_parameters())
+    assert (
+        sd["param_groups"][0]["param_names"] == ref.state_dict()["param_groups"][0]["param_names"]
+    )
+    step = sd["state"][0]["step"]
+    assert isinstance(step, torch.Tensor) and step.ndim == 0 and step.dtype == torch.float32
+    assert float(step) == 2.0
+    assert sorted(opt.state[next(m.parameters())]) == ["exp_avg", "exp_avg_sq", "step"]
+
+
+def test_a_bad_state_dict_changes_nothing() -> None:
+    m = _model()
+    opt = fot.Adam(m.parameters(), lr=0.01)
+    _train(m, opt, 2)
+    before = opt.state_dict()
+    bad = copy.deepcopy(before)
+    bad["param_groups"][0]["lr"] = -1.0
+    with pytest.raises(StateDictError, match="lr"):
+        opt.load_state_dict(bad)
+    bad = copy.deepcopy(before)
+    bad["state"][1]["exp_avg"] = torch.zeros(3)
+    with pytest.raises(StateDictError, match="shape"):
+        opt.load_state_dict(bad)
+    bad = copy.deepcopy(before)
+    bad["state"][1]["momentum_buffer"] = torch.zeros(5)
+    with pytest.raises(StateDictError, match="momentum_buffer"):
+        opt.load_state_dict(bad)
+    after = opt.state_dict()
+    assert after["param_groups"][0]["lr"] == 0.01
+    for i, st in before["state"].items():
+        for k, v in st.items():
+            assert torch.equal(after["state"][i][k], v)
+
+
+def test_state_assignment_reaches_the_engine() -> None:
+    # As torch's ZeroRedundancyOptimizer.load_state_dict does it.
+    m1, m2 = _model(), _model()
+    o1, o2 = fot.Adam(m1.parameters(), lr=0.01), fot.Adam(m2.parameters(), lr=0.01)
+    _train(m1, o1, 3)
+    m2.load_state_dict(m1.state_dict())
+    for p1, p2 in zip(m1.parameters(), m2.parameters()):
+        o2.state[p2] = {k: v.clone() for k, v in o1.state[p1].items()}
+    _train(m1, o1, 3)
+    _train(m2, o2, 3)
+    _close(m1, m2, (0, 0))
+
+
+# -- schedulers, hooks, closures, zero_grad, groups ------------------------------
+
+SCHEDULERS = {
+    "StepLR": lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5),
+    "CosineAnnealingLR": lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10),
+    "OneCycleLR": lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.05, total_steps=12),
+    "LambdaLR": lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda e: 1.0 / (1 + e)),
+    "CyclicLR": lambda o: torch.optim.lr_scheduler.CyclicLR(
+        o, base_lr=0.001, max_lr=0.05, step_size_up=3
+    ),
+    "SequentialLR": lambda o: torch.optim.lr_scheduler.SequentialLR(
+        o,
+        [
+            torch.optim.lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=4),
+            torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.9),
+        ],
+        milestones=[4],
+    ),
+}
+
+
+@pytest.mark.parametrize("sched", sorted(SCHEDULERS))
+def test_torch_schedulers_drive_the_step(sched: str) -> None:
+    # OneCycleLR and CyclicLR also cycle betas/momentum: read from the groups each step.
+    name, kw = ("SGD", {"lr": 0.01, "momentum": 0.9}) if sched == "CyclicLR" else ("Adam", {})
+    m_t, m_f = _model(), _model()
+    t_opt = getattr(torch.optim, name)(m_t.parameters(), foreach=False, **kw)
+    f_opt = getattr(fot, name)(m_f.parameters(), **kw)
+    _train(m_t, t_opt, 12, SCHEDULERS[sched](t_opt))
+    _train(m_f, f_opt, 12, SCHEDULERS[sched](f_opt))
+    _close(m_t, m_f)
+    assert f_opt.param_groups[0]["lr"] == t_opt.param_groups[0]["lr"]
+
+
+def test_reduce_lr_on_plateau() -> None:
+    m = _model()
+    opt = fot.SGD(m.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=0.5)
+    w = next(m.parameters())
+    for _ in range(3):
+        sched.step(1.0)  # no improvement
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.025)
+    before = w.detach().clone()
+    w.grad = torch.ones_like(w)
+    opt.step()
+    torch.testing.assert_close(w.detach(), before - 0.025)
+
+
+def test_hooks_closure_and_zero_grad() -> None:
+    m = _model()
+    opt = fot.SGD(m.parameters(), lr=0.1)
+    calls = []
+    opt.register_step_pre_hook(lambda o, a, k: calls.append("pre"))
+    opt.register_step_post_hook(lambda o, a, k: calls.append("post"))
+    x, y = _data()
+
+    def closure() -> Any:
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(m(x), y)
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert calls == ["pre", "post"] and isinstance(loss, torch.Tensor)
+    opt.zero_grad()
+    assert all(p.grad is None for p in m.parameters())
+    closure()
+    opt.zero_grad(set_to_none=False)
+    assert all(p.grad is not None and not p.grad.any() for p in m.parameters())
+
+
+def test_none_grad_skips_the_param() -> None:
+    a, b = torch.ones(3, requires_grad=True), torch.ones(3, requires_grad=True)
+    opt = fot.Adam([a, b], lr=0.1)
+    a.grad = torch.ones(3)
+    opt.step()
+    assert not torch.equal(a.detach(), torch.ones(3)) and torch.equal(b.detach(), torch.ones(3))
+    assert b not in opt.state and float(opt.state[a]["step"]) == 1.0
+
+
+def test_add_param_group_and_its_failure_changes_nothing() -> None:
+    m1, m2 = _model(), _model()
+    t_opt = torch.optim.Adam(list(m1[0].parameters()), lr=0.01, foreach=False)
+    f_opt = fot.Adam(list(m2[0].parameters()), lr=0.01)
+    t_opt.add_param_group({"params": list(m1[2].parameters()), "lr": 0.03})
+    f_opt.add_param_group({"params": list(m2[2].parameters()), "lr": 0.03})
+    with pytest.raises(DtypeError, match="#14"):
+        f_opt.add_param_group({"params": [torch.zeros(2, dtype=torch.float16)]})
+    with pytest.raises(HyperparameterError, match="lr"):
+        f_opt.add_param_group({"params": [torch.zeros(2)], "lr": -1.0})
+    assert len(f_opt.param_groups) == 2
+    _train(m1, t_opt, 4)
+    _train(m2, f_opt, 4)
+    _close(m1, m2)
+
+
+def test_tensor_lr_and_implementation_flags() -> None:
+    m_t, m_f = _model(), _model()
+    t_opt = torch.optim.AdamW(m_t.parameters(), lr=torch.tensor(0.01), foreach=False)
+    f_opt = fot.AdamW(m_f.parameters(), lr=torch.tensor(0.01), foreach=True, fused=True)
+    _train(m_t, t_opt, 3)
+    _train(m_f, f_opt, 3)
+    _close(m_t, m_f)
+
+
+@pytest.mark.parametrize("flag", ["capturable", "differentiable"])
+def test_flags_that_cannot_hold_are_refused_by_name(flag: str) -> None:
+    with pytest.raises(HyperparameterError, match=flag):
+        fot.Adam([torch.zeros(2, requires_grad=True)], **{flag: True})
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_low_precision_params_are_refused(dtype: str) -> None:
+    p = torch.zeros(2, dtype=getattr(torch, dtype), requires_grad=True)
+    with pytest.raises(DtypeError, match=r"precision issue \(#14\)"):
+        fot.AdamW([p])
+
+
+def test_non_cpu_and_non_contiguous_params_are_refused() -> None:
+    with pytest.raises(ParamError, match="meta"):
+        fot.SGD([torch.zeros(2, device="meta", requires_grad=True)])
+    p = torch.nn.Parameter(torch.zeros(3, 4).t())
+    with pytest.raises(ParamError, match="contiguous"):
+        fot.SGD([p])
+
+
+def test_replaced_param_storage_is_followed_with_its_state() -> None:
+    m_t, m_f = _model(), _model()
+    t_opt = torch.optim.Adam(m_t.parameters(), lr=0.01, foreach=False)
+    f_opt = fot.Adam(m_f.parameters(), lr=0.01)
+    _train(m_t, t_opt, 2)
+    _train(m_f, f_opt, 2)
+    with torch.no_grad():
+        for p in m_f.parameters():
+            p.data = p.data.clone()  # new storage, same values
+    _train(m_t, t_opt, 3)
+    _train(m_f, f_opt, 3)
+    _close(m_t, m_f)
+
+
+def test_lion_matches_the_numpy_optimizer_bitwise() -> None:
+    m = _model()
+    ref = [p.detach().numpy().copy() for p in m.parameters()]
+    opt = fot.Lion(m.parameters(), lr=1e-3, weight_decay=0.1)
+    np_opt = fo.Lion(ref, lr=1e-3, weight_decay=0.1)
+    x, y = _data()
+    for _ in range(4):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(m(x), y).backward()
+        grads = [p.grad.numpy().copy() for p in m.parameters()]
+        opt.step()
+        np_opt.step(grads)
+    for p, r in zip(m.parameters(), ref):
+        np.testing.assert_array_equal(p.detach().numpy(), r)
+
+
+def test_signature_and_defaults_are_torchs() -> None:
+    import inspect
+
+    for name in NAMES:
+        ours, theirs = getattr(fot, name), getattr(torch.optim, name)
+        p = [torch.zeros(1, requires_grad=True)]
+        assert ours(p).defaults == theirs(p).defaults, name
+        mine = inspect.signature(ours.__init__).parameters
+        for pname, param in inspect.signature(theirs.__init__).parameters.items():
+            assert mine[pname].default == param.default and mine[pname].kind == param.kind, pname
+
+
+# -- flattened mode --------------------------------------------------------------
+
+
+def test_backward_writes_into_the_arena() -> None:
+    m = _model()
+    flat = fot.flatten(m)
+    opt = fot.AdamW(m.parameters(), lr=0.01)
+    assert len(opt._entries) == 1  # one run: no per-tensor work in a step
+    x, y = _data()
+    torch.nn.functional.mse_loss(m(x), y).backward()
+    assert flat.arena.grad.any()
+    for name, p in m.named_parameters():
+        np.testing.assert_array_equal(p.grad.numpy(), flat.arena.grads[name])
+        assert np.shares_memory(p.detach().numpy(), flat.arena.data)
+    before = flat.arena.data.copy()
+    opt.step()
+    assert not np.array_equal(before, flat.arena.data)
+    opt.zero_grad()  # set_to_none=True, yet the grads stay views, zeroed
+    assert not flat.arena.grad.any()
+    assert all(np.shares_memory(p.grad.numpy(), flat.arena.grad) for p in m.parameters())
+
+
+@pytest.mark.parametrize("name", ["AdamW", "SGD", "NAdam"])
+def test_flattened_equals_unflattened(name: str) -> None:
+    m1, m2 = _model(), _model()
+    fot.flatten(m2)
+    o1, o2 = (
+        getattr(fot, name)(m1.parameters(), **KWARGS[name]),
+        getattr(fot, name)(m2.parameters(), **KWARGS[name]),
+    )
+    _train(m1, o1, 6)
+    _train(m2, o2, 6)
+    _close(m1, m2, (0, 0))
+    s1, s2 = o1.state_dict(), o2.state_dict()
+    for i, st in s1["state"].items():
+        for k, v in st.items():
+            assert torch.equal(s2["state"][i][k], v), (i, k)
+    # A flattened optimizer's state_dict loads into torch, and back.
+    t_opt = getattr(torch.optim, name)(m1.parameters(), **KWARGS[name])
+    t_opt.load_state_dict(s2)
+    o3 = getattr(fot, name)(m2.parameters(), **KWARGS[name])
+    o3.load_state_dict(t_opt.state_dict())
+    _train(m1, o1, 2)
+    _train(m2, o3, 2)
+    _close(m1, m2, (0, 0))
+
+
+def test_flattened_links_repair_after_model_zero_grad_and_data_swap() -> None:
+    m1, m2 = _model(), _model()
+    flat = fot.flatten(m2)
+    o1, o2 = fot.Adam(m1.parameters(), lr=0.01), fot.Adam(m2.parameters(), lr=0.01)
+    x, y = _data()
+    for model, opt in ((m1, o1), (m2, o2)):
+        for _ in range(3):
+            model.zero_grad()  # grads set to None: backward makes new tensors
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+    _close(m1, m2, (0, 0))
+    with torch.no_grad():
+        w = m2[0].weight
+        w.data = w.data.clone()
+    _train(m1, o1, 2)
+    _train(m2, o2, 2)
+    _close(m1, m2, (0, 0))
+    assert np.shares_memory(m2[0].weight.detach().numpy(), flat.arena.data)
+
+
+def test_deep_copy_of_a_flattened_model_is_not_flattened() -> None:
+    m1 = _model()
+    fot.flatten(m1)
+    m2 = copy.deepcopy(m1)
+    o1, o2 = fot.Adam(m1.parameters(), lr=0.01), fot.Adam(m2.parameters(), lr=0.01)
+    assert len(o2._entries) == 4  # one per tensor
+    _train(m1, o1, 3)
+    _train(m2, o2, 3)
+    _close(m1, m2, (0, 0))
+
+
+def test_flatten_refuses_mixed_dtypes_and_twice() -> None:
+    m = _model()
+    m[2].double()
+    with pytest.raises(DtypeError, match="one dtype"):
+        fot.flatten(m)
+    m2 = _model()
+    fot.flatten(m2)
+    with pytest.raises(ParamError, match="already flattened"):
+        fot.flatten(m2)
+
+
+def test_help_reads() -> None:
+    doc = fot.AdamW.__doc__ or ""
+    assert "Parameters" in doc and "weight_decay : default 0.01" in doc
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fot.SGD([torch.zeros(1, requires_grad=True)])
