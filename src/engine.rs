@@ -22,14 +22,31 @@ use numpy::{
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use crate::error::{Error, Result};
-use crate::kernels::{gradtools, multi, Algorithm, Job, Real, MAX_SLOTS};
-use crate::memory;
+use ferroptim_core::kernels::{gradtools, multi, Algorithm, Job, Real, MAX_SLOTS};
+use ferroptim_core::memory;
+use ferroptim_core::options::Options;
+use ferroptim_core::{Error, Result};
 
-/// Reads a param group dict into an algorithm's hyperparameters, checking
-/// every value. The one place hyperparameters are validated.
-pub trait FromGroup: Sized {
-    fn from_group(group: &Bound<'_, PyDict>) -> Result<Self>;
+use crate::bindings::{option_number, Group};
+use crate::error::PyFerrResult;
+
+/// Step options from `configure`'s Python arguments, checked by the core.
+pub fn read_options(
+    max_grad_norm: Option<Bound<'_, PyAny>>,
+    norm_type: Option<Bound<'_, PyAny>>,
+    clip_value: Option<Bound<'_, PyAny>>,
+    skip_nonfinite: bool,
+    ema_decay: Option<Bound<'_, PyAny>>,
+    ema_equal: bool,
+) -> Result<Options> {
+    Options::new(
+        option_number("max_grad_norm", max_grad_norm)?,
+        option_number("norm_type", norm_type)?.unwrap_or(2.0),
+        option_number("clip_value", clip_value)?,
+        skip_nonfinite,
+        option_number("ema_decay", ema_decay)?,
+        ema_equal,
+    )
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,46 +169,6 @@ impl<T: Real> Arena<T> {
     fn slice(&self, k: usize, p: &Param) -> &[T] {
         &self.slots[k][p.offset..p.offset + p.len]
     }
-}
-
-/// Per-optimizer options applied to every step (set with `configure`).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Options {
-    /// Clip the global grad norm to this (torch.nn.utils.clip_grad_norm_).
-    pub max_grad_norm: Option<f64>,
-    /// Use the infinity norm instead of the 2-norm for `max_grad_norm`.
-    pub inf_norm: bool,
-    /// Clamp every grad element to `[-clip_value, clip_value]`.
-    pub clip_value: Option<f64>,
-    /// A step whose grads hold NaN or Inf changes nothing and is counted.
-    pub skip_nonfinite: bool,
-    /// Weight averaging: `Some(decay)` for an EMA, `Some(None)`... see [`Averaging`].
-    pub averaging: Option<Averaging>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Averaging {
-    /// a = a + (1 − decay)(p − a), starting from a copy of the params.
-    Ema(f64),
-    /// The plain mean of the params after every step (SWA).
-    Equal,
-}
-
-impl Averaging {
-    /// The weight of the new params after `done` earlier averaging steps.
-    fn weight(self, done: u64) -> f64 {
-        match (self, done) {
-            (_, 0) => 1.0,
-            (Averaging::Ema(decay), _) => 1.0 - decay,
-            (Averaging::Equal, n) => 1.0 / (n as f64 + 1.0),
-        }
-    }
-}
-
-/// What a step did, for the Python side.
-pub struct StepReport {
-    pub applied: bool,
-    pub grad_norm: Option<f64>,
 }
 
 struct Inner {
@@ -380,7 +357,6 @@ const IS_WRITEABLE: i32 = flags::NPY_ARRAY_WRITEABLE;
 impl<A> Engine<A>
 where
     A: Algorithm,
-    A::Hyper: FromGroup,
 {
     pub fn new() -> Self {
         Engine {
@@ -409,10 +385,6 @@ where
                 Err(TryLockError::WouldBlock) => py.detach(std::thread::yield_now),
             }
         }
-    }
-
-    pub fn num_params(&self, py: Python<'_>) -> usize {
-        self.lock(py).params.len()
     }
 
     pub fn steps(&self, py: Python<'_>) -> Vec<u64> {
@@ -601,7 +573,7 @@ where
         grads: &Bound<'_, PyAny>,
         groups: &Bound<'_, PyList>,
         grad_scale: f64,
-    ) -> PyResult<StepReport> {
+    ) -> PyFerrResult<bool> {
         if !(grad_scale.is_finite() && grad_scale > 0.0) {
             return Err(Error::Setting(format!(
                 "grad_scale: must be a finite number > 0, got {grad_scale}"
@@ -627,7 +599,7 @@ where
                         type_name(&g)
                     ))
                 })?;
-                A::Hyper::from_group(dict)
+                A::from_group(&Group(dict))
             })
             .collect::<Result<Vec<_>>>()?;
 
@@ -674,10 +646,7 @@ where
                 inner.skipped += 1;
                 inner.last_grad_norm = Some(norm * grad_scale);
                 drop(copies);
-                return Ok(StepReport {
-                    applied: false,
-                    grad_norm: Some(norm * grad_scale),
-                });
+                return Ok(false);
             }
             let norm = norm * grad_scale;
             grad_norm = Some(norm);
@@ -756,10 +725,7 @@ where
         });
         drop(copies);
         inner.last_grad_norm = grad_norm;
-        Ok(StepReport {
-            applied: true,
-            grad_norm,
-        })
+        Ok(true)
     }
 
     /// Steps skipped because their grads were not finite.
@@ -773,7 +739,7 @@ where
     }
 
     /// Each param's state as fresh arrays: `{"step": n, slot: array, ...}`.
-    pub fn state<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    pub fn state<'py>(&self, py: Python<'py>) -> PyFerrResult<Vec<Bound<'py, PyDict>>> {
         let inner = self.lock(py);
         inner
             .params
@@ -813,7 +779,7 @@ where
 
     /// Replaces all state from a list like [`Engine::state`] returns. Checks
     /// everything first: on error the optimizer keeps its old state.
-    pub fn load_state(&self, py: Python<'_>, states: &Bound<'_, PyList>) -> PyResult<()> {
+    pub fn load_state(&self, py: Python<'_>, states: &Bound<'_, PyList>) -> PyFerrResult<()> {
         let mut inner = self.lock(py);
         let inner = &mut *inner;
         if states.len() != inner.params.len() {
@@ -978,7 +944,6 @@ where
 impl<A> Default for Engine<A>
 where
     A: Algorithm,
-    A::Hyper: FromGroup,
 {
     fn default() -> Self {
         Self::new()
@@ -1005,8 +970,8 @@ impl Staged {
     }
 }
 
-fn read_all<T: Real + numpy::Element>(obj: &Bound<'_, PyAny>) -> PyResult<Vec<T>> {
-    let arr = obj.cast::<PyArrayDyn<T>>()?;
+fn read_all<T: Real + numpy::Element>(obj: &Bound<'_, PyAny>) -> PyFerrResult<Vec<T>> {
+    let arr = obj.cast::<PyArrayDyn<T>>().map_err(PyErr::from)?;
     let view = arr
         .try_readonly()
         .map_err(|e| Error::State(e.to_string()))?;
@@ -1045,7 +1010,7 @@ fn export<'py, T: Real + numpy::Element>(
     py: Python<'py>,
     values: &[T],
     shape: &[usize],
-) -> PyResult<Bound<'py, PyAny>> {
+) -> PyFerrResult<Bound<'py, PyAny>> {
     Ok(PyArray1::from_slice(py, values).reshape(shape)?.into_any())
 }
 

@@ -1,5 +1,9 @@
-//! The one error type of the binding layer, and its mapping to Python.
+//! The one place core errors become Python exceptions.
+//!
+//! The orphan rule forbids `From<ferroptim_core::Error> for PyErr` here, so
+//! binding code returns [`PyFerrError`], which `?` fills from either side.
 
+use ferroptim_core::Error;
 use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
 use pyo3::{create_exception, PyErr};
 
@@ -34,37 +38,42 @@ create_exception!(
     "A state_dict does not match the optimizer it is loaded into."
 );
 
+/// A core error, or a Python exception raised while converting.
 #[derive(Debug)]
-pub enum Error {
-    /// `name` is the hyperparameter's key, so the message can lead with it.
-    Hyper {
-        name: String,
-        detail: String,
-    },
-    Param(String),
-    Grad(String),
-    Dtype(String),
-    State(String),
-    /// Plain ValueError: settings outside an optimizer (threads, SIMD level).
-    Setting(String),
-    /// MemoryError: an allocation failed; nothing was changed.
-    Memory(String),
+pub enum PyFerrError {
+    Core(Error),
+    Py(PyErr),
 }
 
-pub type Result<T> = std::result::Result<T, Error>;
+pub type PyFerrResult<T> = std::result::Result<T, PyFerrError>;
 
-impl From<Error> for PyErr {
-    fn from(err: Error) -> PyErr {
+impl From<Error> for PyFerrError {
+    fn from(err: Error) -> Self {
+        PyFerrError::Core(err)
+    }
+}
+
+impl From<PyErr> for PyFerrError {
+    fn from(err: PyErr) -> Self {
+        PyFerrError::Py(err)
+    }
+}
+
+impl From<PyFerrError> for PyErr {
+    fn from(err: PyFerrError) -> PyErr {
+        let err = match err {
+            PyFerrError::Py(e) => return e,
+            PyFerrError::Core(e) => e,
+        };
+        let message = err.to_string();
         match err {
-            Error::Hyper { name, detail } => {
-                HyperparameterError::new_err(format!("{name}: {detail}"))
-            }
-            Error::Param(m) => ParamError::new_err(m),
-            Error::Grad(m) => GradError::new_err(m),
-            Error::Dtype(m) => DtypeError::new_err(m),
-            Error::State(m) => StateDictError::new_err(m),
-            Error::Setting(m) => PyValueError::new_err(m),
-            Error::Memory(m) => PyMemoryError::new_err(m),
+            Error::Hyper { .. } => HyperparameterError::new_err(message),
+            Error::Param(_) => ParamError::new_err(message),
+            Error::Grad(_) => GradError::new_err(message),
+            Error::Dtype(_) => DtypeError::new_err(message),
+            Error::State(_) => StateDictError::new_err(message),
+            Error::Setting(_) => PyValueError::new_err(message),
+            Error::Memory(_) => PyMemoryError::new_err(message),
         }
     }
 }

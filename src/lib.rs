@@ -1,13 +1,10 @@
-//! ferroptim: optimizer updates for NumPy arrays in Rust.
-//!
-//! [`kernels`] is pure Rust (no pyo3): the update rules, SIMD dispatch and
-//! threading. [`engine`] and [`bindings`] are the Python boundary.
+//! ferroptim's Python extension: converts Python objects to the core's types
+//! ([`ferroptim_core`]), releases the GIL around the work, and maps the
+//! core's errors to exception classes ([`error`]). No optimizer math here.
 
 pub mod bindings;
 pub mod engine;
 pub mod error;
-pub mod kernels;
-pub mod memory;
 
 use pyo3::prelude::*;
 
@@ -15,15 +12,7 @@ use pyo3::prelude::*;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add_class::<bindings::sgd::PySGD>()?;
-    m.add_class::<bindings::adam::PyAdam>()?;
-    m.add_class::<bindings::rmsprop::PyRMSprop>()?;
-    m.add_class::<bindings::adagrad::PyAdagrad>()?;
-    m.add_class::<bindings::adadelta::PyAdadelta>()?;
-    m.add_class::<bindings::adamax::PyAdamax>()?;
-    m.add_class::<bindings::nadam::PyNAdam>()?;
-    m.add_class::<bindings::radam::PyRAdam>()?;
-    m.add_class::<bindings::lion::PyLion>()?;
+    bindings::add_optimizers(m)?;
     m.add_function(wrap_pyfunction!(bindings::gradtools::grad_norm, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::gradtools::all_finite, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::gradtools::clip_grad_norm, m)?)?;

@@ -22,11 +22,29 @@ class _Engine:
     """Multi-tensor engine: owns the state, updates registered params in place."""
 
     state_names: ClassVar[list[str]]
+    AUX: ClassVar[tuple[str, float] | None]
     def __init__(self) -> None: ...
     @staticmethod
     def validate_group(group: Mapping[str, Any]) -> None: ...
-    @property
-    def num_params(self) -> int: ...
+    @staticmethod
+    def slots_used(group: Mapping[str, Any]) -> list[bool]: ...
+    @staticmethod
+    def cuda_scalars(
+        group: Mapping[str, Any],
+        step: int,
+        fresh: Sequence[bool],
+        aux: float,
+        average_weight: float = 0.0,
+    ) -> tuple[list[float], float]: ...
+    @staticmethod
+    def check_options(
+        max_grad_norm: float | None = None,
+        norm_type: float | None = None,
+        clip_value: float | None = None,
+        skip_nonfinite: bool = False,
+        ema_decay: float | None = None,
+        ema_equal: bool = False,
+    ) -> None: ...
     def steps(self) -> list[int]: ...
     def add_params(
         self, params: Sequence[np.ndarray], group: int, labels: Sequence[str]

@@ -4,8 +4,10 @@
 use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
 use pyo3::prelude::*;
 
-use crate::error::{Error, Result};
-use crate::kernels::{gradtools, Real};
+use crate::error::PyFerrResult;
+
+use ferroptim_core::kernels::{gradtools, Real};
+use ferroptim_core::{Error, Result};
 
 /// Read-only views of the grads, split by dtype.
 struct Views<'py> {
@@ -136,7 +138,11 @@ fn positive(name: &str, v: f64) -> Result<f64> {
 /// The norm of all grads together, as if concatenated (2 or inf).
 #[pyfunction]
 #[pyo3(signature = (grads, norm_type = 2.0))]
-pub fn grad_norm(py: Python<'_>, grads: Vec<Bound<'_, PyAny>>, norm_type: f64) -> PyResult<f64> {
+pub fn grad_norm(
+    py: Python<'_>,
+    grads: Vec<Bound<'_, PyAny>>,
+    norm_type: f64,
+) -> PyFerrResult<f64> {
     let inf = self::norm_type(norm_type)?;
     let views = read(&grads)?;
     let (a, b) = views.slices();
@@ -145,7 +151,7 @@ pub fn grad_norm(py: Python<'_>, grads: Vec<Bound<'_, PyAny>>, norm_type: f64) -
 
 /// True when every element of every grad is finite.
 #[pyfunction]
-pub fn all_finite(py: Python<'_>, grads: Vec<Bound<'_, PyAny>>) -> PyResult<bool> {
+pub fn all_finite(py: Python<'_>, grads: Vec<Bound<'_, PyAny>>) -> PyFerrResult<bool> {
     let views = read(&grads)?;
     let (a, b) = views.slices();
     Ok(py.detach(|| gradtools::all_finite(&a) && gradtools::all_finite(&b)))
@@ -170,7 +176,7 @@ pub fn clip_grad_norm(
     max_norm: f64,
     norm_type: f64,
     per_tensor: bool,
-) -> PyResult<Py<PyAny>> {
+) -> PyFerrResult<Py<PyAny>> {
     let max_norm = positive("max_norm", max_norm)?;
     let inf = self::norm_type(norm_type)?;
     let mut views = write(&grads)?;
@@ -203,7 +209,11 @@ pub fn clip_grad_norm(
         gradtools::scale(&mut b, c);
         norm
     });
-    Ok(norm.into_pyobject(py)?.into_any().unbind())
+    Ok(norm
+        .into_pyobject(py)
+        .map_err(PyErr::from)?
+        .into_any()
+        .unbind())
 }
 
 /// Clamps every grad element to `[-clip_value, clip_value]` in place.
@@ -212,7 +222,7 @@ pub fn clip_grad_value(
     py: Python<'_>,
     grads: Vec<Bound<'_, PyAny>>,
     clip_value: f64,
-) -> PyResult<()> {
+) -> PyFerrResult<()> {
     let clip = positive("clip_value", clip_value)?;
     let mut views = write(&grads)?;
     let (a, b) = views.slices();

@@ -1,77 +1,55 @@
-//! Thin PyO3 wrappers: one optimizer class per algorithm, plus the runtime
-//! settings. Each reads its hyperparameters from a param group dict and hands
-//! everything else to [`crate::engine::Engine`].
+//! The Python classes: one per optimizer of the core, all declared by
+//! [`optimizer_class!`] from the list in [`add_optimizers`], plus the
+//! runtime settings and grad tools. No optimizer math lives here.
 
-pub mod adadelta;
-pub mod adagrad;
-pub mod adam;
-pub mod adamax;
 pub mod gradtools;
-pub mod lion;
-pub mod nadam;
-pub mod radam;
-pub mod rmsprop;
 pub mod runtime;
-pub mod sgd;
 
+use ferroptim_core::hyper::HyperSource;
+use ferroptim_core::kernels::{adadelta, adagrad, adam, adamax, lion, nadam, radam, rmsprop, sgd};
+use ferroptim_core::{Error, Result};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBool, PyDict};
 
-use crate::error::{Error, Result};
-
-/// Typed, checked reads from one param group dict.
+/// A param group dict as the core's [`HyperSource`].
 pub struct Group<'a, 'py>(pub &'a Bound<'py, PyDict>);
 
 impl Group<'_, '_> {
     fn get(&self, key: &str) -> Result<Bound<'_, PyAny>> {
         match self.0.get_item(key) {
             Ok(Some(v)) => Ok(v),
-            _ => Err(hyper(key, "missing from the param group")),
+            _ => Err(Error::hyper(key, "missing from the param group")),
         }
     }
+}
 
-    /// A finite number >= 0.
-    pub fn non_negative(&self, key: &str) -> Result<f64> {
-        let v = self.number(key)?;
-        if v.is_finite() && v >= 0.0 {
-            Ok(v)
-        } else {
-            Err(hyper(
-                key,
-                &format!("must be a finite number >= 0, got {v}"),
-            ))
+impl HyperSource for Group<'_, '_> {
+    fn number(&self, key: &str) -> Result<f64> {
+        let v = self.get(key)?;
+        if v.is_instance_of::<PyBool>() {
+            return Err(Error::hyper(key, "must be a number, got a bool"));
         }
+        v.extract::<f64>()
+            .map_err(|_| Error::hyper(key, &format!("must be a number, got {v}")))
     }
 
-    /// A number in [0, 1].
-    pub fn unit(&self, key: &str) -> Result<f64> {
-        let v = self.number(key)?;
-        if (0.0..=1.0).contains(&v) {
-            Ok(v)
-        } else {
-            Err(hyper(key, &format!("must be in [0, 1], got {v}")))
-        }
-    }
-
-    /// A finite number.
-    pub fn finite(&self, key: &str) -> Result<f64> {
-        let v = self.number(key)?;
-        if v.is_finite() {
-            Ok(v)
-        } else {
-            Err(hyper(key, &format!("must be finite, got {v}")))
-        }
-    }
-
-    pub fn flag(&self, key: &str) -> Result<bool> {
+    fn flag(&self, key: &str) -> Result<bool> {
         let v = self.get(key)?;
         v.extract::<bool>()
-            .map_err(|_| hyper(key, &format!("must be True or False, got {v}")))
+            .map_err(|_| Error::hyper(key, &format!("must be True or False, got {v}")))
     }
 
-    /// The index of the group's value in `options`; `default` when the key
-    /// is absent (groups saved before the option existed).
-    pub fn choice(&self, key: &str, options: &[&str], default: usize) -> Result<usize> {
+    fn pair(&self, key: &str) -> Result<(f64, f64)> {
+        let v = self.get(key)?;
+        // Any sequence of two numbers: a tuple, a list (after a JSON round trip), an array.
+        v.extract::<Vec<f64>>()
+            .ok()
+            .filter(|p| p.len() == 2)
+            .map(|p| (p[0], p[1]))
+            .ok_or_else(|| Error::hyper(key, &format!("must be a pair of numbers, got {v}")))
+    }
+
+    fn choice(&self, key: &str, options: &[&str], default: usize) -> Result<usize> {
         let Ok(Some(v)) = self.0.get_item(key) else {
             return Ok(default);
         };
@@ -79,92 +57,26 @@ impl Group<'_, '_> {
             .ok()
             .and_then(|s| options.iter().position(|o| *o == s))
             .ok_or_else(|| {
-                hyper(
+                Error::hyper(
                     key,
                     &format!("must be one of {}, got {v}", options.join(", ")),
                 )
             })
     }
-
-    /// `(beta1, beta2)`, each in [0, 1).
-    pub fn betas(&self, key: &str) -> Result<(f64, f64)> {
-        let v = self.get(key)?;
-        // Any sequence of two numbers: a tuple, a list (after a JSON round trip), an array.
-        let pair: Vec<f64> = v
-            .extract()
-            .ok()
-            .filter(|p: &Vec<f64>| p.len() == 2)
-            .ok_or_else(|| hyper(key, &format!("must be a pair of numbers, got {v}")))?;
-        let (b1, b2) = (pair[0], pair[1]);
-        for (i, b) in [b1, b2].into_iter().enumerate() {
-            if !(0.0..1.0).contains(&b) {
-                return Err(hyper(
-                    key,
-                    &format!("beta{} must be in [0, 1), got {b}", i + 1),
-                ));
-            }
-        }
-        Ok((b1, b2))
-    }
-
-    fn number(&self, key: &str) -> Result<f64> {
-        let v = self.get(key)?;
-        if v.is_instance_of::<pyo3::types::PyBool>() {
-            return Err(hyper(key, "must be a number, got a bool"));
-        }
-        v.extract::<f64>()
-            .map_err(|_| hyper(key, &format!("must be a number, got {v}")))
-    }
 }
 
-/// Checks the per-optimizer options.
-pub fn options(
-    max_grad_norm: Option<f64>,
-    norm_type: f64,
-    clip_value: Option<f64>,
-    skip_nonfinite: bool,
-    ema_decay: Option<f64>,
-    ema_equal: bool,
-) -> Result<crate::engine::Options> {
-    use crate::engine::{Averaging, Options};
-    let positive = |name: &str, v: Option<f64>| match v {
-        Some(x) if !(x.is_finite() && x > 0.0) => Err(hyper(
-            name,
-            &format!("must be a finite number > 0, got {x}"),
-        )),
-        _ => Ok(v),
-    };
-    let inf_norm = if norm_type == 2.0 {
-        false
-    } else if norm_type == f64::INFINITY {
-        true
-    } else {
-        return Err(hyper(
-            "norm_type",
-            &format!("must be 2 or inf, got {norm_type}"),
-        ));
-    };
-    let averaging = match (ema_decay, ema_equal) {
-        (Some(_), true) => {
-            return Err(hyper(
-                "ema_decay",
-                "give ema_decay or ema_equal_weights, not both",
-            ))
-        }
-        (Some(d), false) if !(0.0..1.0).contains(&d) => {
-            return Err(hyper("ema_decay", &format!("must be in [0, 1), got {d}")))
-        }
-        (Some(d), false) => Some(Averaging::Ema(d)),
-        (None, true) => Some(Averaging::Equal),
-        (None, false) => None,
-    };
-    Ok(Options {
-        max_grad_norm: positive("max_grad_norm", max_grad_norm)?,
-        inf_norm,
-        clip_value: positive("clip_value", clip_value)?,
-        skip_nonfinite,
-        averaging,
-    })
+/// Registers every optimizer class; adding an optimizer is one line here.
+pub fn add_optimizers(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    optimizer_class!(m, "SGD", sgd::Sgd);
+    optimizer_class!(m, "Adam", adam::Adam);
+    optimizer_class!(m, "RMSprop", rmsprop::Rmsprop);
+    optimizer_class!(m, "Adagrad", adagrad::Adagrad);
+    optimizer_class!(m, "Adadelta", adadelta::Adadelta);
+    optimizer_class!(m, "Adamax", adamax::Adamax);
+    optimizer_class!(m, "NAdam", nadam::Nadam);
+    optimizer_class!(m, "RAdam", radam::Radam);
+    optimizer_class!(m, "Lion", lion::Lion);
+    Ok(())
 }
 
 /// An optional numeric option: None, or a real number (not a bool or a string).
@@ -172,11 +84,11 @@ pub fn option_number(name: &str, value: Option<Bound<'_, PyAny>>) -> Result<Opti
     let Some(v) = value.filter(|v| !v.is_none()) else {
         return Ok(None);
     };
-    if v.is_instance_of::<pyo3::types::PyBool>() {
-        return Err(hyper(name, "must be a number, got a bool"));
+    if v.is_instance_of::<PyBool>() {
+        return Err(Error::hyper(name, "must be a number, got a bool"));
     }
     v.extract::<f64>().map(Some).map_err(|_| {
-        hyper(
+        Error::hyper(
             name,
             &format!(
                 "must be a number, got {}",
@@ -186,42 +98,95 @@ pub fn option_number(name: &str, value: Option<Bound<'_, PyAny>>) -> Result<Opti
     })
 }
 
-pub fn hyper(name: &str, detail: &str) -> Error {
-    Error::Hyper {
-        name: name.to_string(),
-        detail: detail.to_string(),
-    }
-}
-
-/// Declares the Python class for one algorithm: the same ten methods for all.
+/// Declares and registers the Python class of one algorithm: the engine's
+/// methods, plus static methods the CUDA engine takes its math from.
 macro_rules! optimizer_class {
-    ($py_name:ident, $exported:literal, $algorithm:ty) => {
+    ($module:expr, $exported:literal, $algorithm:ty) => {{
+        use ferroptim_core::kernels::{cuda_scalars, Algorithm, MAX_SLOTS};
+        use pyo3::types::{PyDict, PyList};
+
+        use crate::bindings::Group;
+        use crate::engine::Engine;
+        use crate::error::PyFerrResult;
+
+        type A = $algorithm;
+
         #[pyo3::pyclass(name = $exported, module = "ferroptim._core", frozen)]
-        pub struct $py_name(crate::engine::Engine<$algorithm>);
+        struct Class(Engine<A>);
 
         #[pyo3::pymethods]
-        impl $py_name {
+        impl Class {
             #[new]
             fn new() -> Self {
-                Self(crate::engine::Engine::new())
+                Self(Engine::new())
             }
 
             /// Raises HyperparameterError naming the first bad value in `group`.
             #[staticmethod]
-            fn validate_group(group: &Bound<'_, PyDict>) -> PyResult<()> {
-                use crate::engine::FromGroup;
-                <$algorithm as crate::kernels::Algorithm>::Hyper::from_group(group)?;
+            fn validate_group(group: &Bound<'_, PyDict>) -> PyFerrResult<()> {
+                A::from_group(&Group(group))?;
                 Ok(())
             }
 
+            /// State names (torch.optim's), one per slot.
             #[classattr]
             fn state_names() -> Vec<&'static str> {
-                <$algorithm as crate::kernels::Algorithm>::SLOTS.to_vec()
+                A::SLOTS.to_vec()
             }
 
-            #[getter]
-            fn num_params(&self, py: Python<'_>) -> usize {
-                self.0.num_params(py)
+            /// The per-tensor number carried between steps, as
+            /// `(state-dict name, value before the first step)`, or None.
+            #[classattr]
+            #[allow(non_snake_case)]
+            fn AUX() -> Option<(&'static str, f64)> {
+                A::AUX
+            }
+
+            /// The slots a step with this group's hyperparameters uses.
+            #[staticmethod]
+            fn slots_used(group: &Bound<'_, PyDict>) -> PyFerrResult<[bool; MAX_SLOTS]> {
+                Ok(A::slots_used(&A::from_group(&Group(group))?))
+            }
+
+            /// The CUDA kernel's scalar row for step `step` of one tensor
+            /// and the tensor's aux value after it (see `kernels::cuda_scalars`).
+            #[staticmethod]
+            #[pyo3(signature = (group, step, fresh, aux, average_weight = 0.0))]
+            fn cuda_scalars(
+                group: &Bound<'_, PyDict>,
+                step: u64,
+                fresh: [bool; MAX_SLOTS],
+                aux: f64,
+                average_weight: f64,
+            ) -> PyFerrResult<(Vec<f64>, f64)> {
+                let h = A::from_group(&Group(group))?;
+                Ok(cuda_scalars::<A>(&h, step, fresh, aux, average_weight))
+            }
+
+            /// Checks the step options as `configure` does, changing nothing.
+            #[staticmethod]
+            #[allow(clippy::too_many_arguments)] // Python keyword arguments
+            #[pyo3(signature = (
+                    max_grad_norm = None, norm_type = None, clip_value = None,
+                    skip_nonfinite = false, ema_decay = None, ema_equal = false
+                ))]
+            fn check_options(
+                max_grad_norm: Option<Bound<'_, PyAny>>,
+                norm_type: Option<Bound<'_, PyAny>>,
+                clip_value: Option<Bound<'_, PyAny>>,
+                skip_nonfinite: bool,
+                ema_decay: Option<Bound<'_, PyAny>>,
+                ema_equal: bool,
+            ) -> PyFerrResult<()> {
+                crate::engine::read_options(
+                    max_grad_norm,
+                    norm_type,
+                    clip_value,
+                    skip_nonfinite,
+                    ema_decay,
+                    ema_equal,
+                )?;
+                Ok(())
             }
 
             fn steps(&self, py: Python<'_>) -> Vec<u64> {
@@ -234,7 +199,7 @@ macro_rules! optimizer_class {
                 params: Vec<Bound<'_, PyAny>>,
                 group: usize,
                 labels: Vec<String>,
-            ) -> PyResult<()> {
+            ) -> PyFerrResult<()> {
                 Ok(self.0.add_params(py, &params, group, &labels)?)
             }
 
@@ -244,18 +209,18 @@ macro_rules! optimizer_class {
                 &self,
                 py: Python<'_>,
                 grads: &Bound<'_, PyAny>,
-                groups: &Bound<'_, pyo3::types::PyList>,
+                groups: &Bound<'_, PyList>,
                 grad_scale: f64,
-            ) -> PyResult<bool> {
-                Ok(self.0.step(py, grads, groups, grad_scale)?.applied)
+            ) -> PyFerrResult<bool> {
+                self.0.step(py, grads, groups, grad_scale)
             }
 
             // Numbers arrive as objects so a bad one is reported by its option's name.
             #[allow(clippy::too_many_arguments)] // Python keyword arguments
             #[pyo3(signature = (
-                                        max_grad_norm = None, norm_type = None, clip_value = None,
-                                        skip_nonfinite = false, ema_decay = None, ema_equal = false
-                                    ))]
+                    max_grad_norm = None, norm_type = None, clip_value = None,
+                    skip_nonfinite = false, ema_decay = None, ema_equal = false
+                ))]
             fn configure(
                 &self,
                 py: Python<'_>,
@@ -265,14 +230,13 @@ macro_rules! optimizer_class {
                 skip_nonfinite: bool,
                 ema_decay: Option<Bound<'_, PyAny>>,
                 ema_equal: bool,
-            ) -> PyResult<()> {
-                use super::option_number as number;
-                let options = super::options(
-                    number("max_grad_norm", max_grad_norm)?,
-                    number("norm_type", norm_type)?.unwrap_or(2.0),
-                    number("clip_value", clip_value)?,
+            ) -> PyFerrResult<()> {
+                let options = crate::engine::read_options(
+                    max_grad_norm,
+                    norm_type,
+                    clip_value,
                     skip_nonfinite,
-                    number("ema_decay", ema_decay)?,
+                    ema_decay,
                     ema_equal,
                 )?;
                 self.0.configure(py, options);
@@ -294,7 +258,7 @@ macro_rules! optimizer_class {
                 py: Python<'_>,
                 indices: Vec<usize>,
                 frozen: bool,
-            ) -> PyResult<()> {
+            ) -> PyFerrResult<()> {
                 Ok(self.0.set_frozen(py, &indices, frozen)?)
             }
 
@@ -303,23 +267,21 @@ macro_rules! optimizer_class {
             }
 
             /// Swaps params and averaged weights in place; returns how many were swapped.
-            fn swap_averages(&self, py: Python<'_>) -> PyResult<usize> {
+            fn swap_averages(&self, py: Python<'_>) -> PyFerrResult<usize> {
                 Ok(self.0.swap_averages(py)?)
             }
 
-            fn state<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+            fn state<'py>(&self, py: Python<'py>) -> PyFerrResult<Vec<Bound<'py, PyDict>>> {
                 self.0.state(py)
             }
 
-            fn load_state(
-                &self,
-                py: Python<'_>,
-                states: &Bound<'_, pyo3::types::PyList>,
-            ) -> PyResult<()> {
+            fn load_state(&self, py: Python<'_>, states: &Bound<'_, PyList>) -> PyFerrResult<()> {
                 self.0.load_state(py, states)
             }
         }
-    };
+
+        $module.add_class::<Class>()?;
+    }};
 }
 
-pub(crate) use optimizer_class;
+use optimizer_class;

@@ -2,8 +2,10 @@
 
 use pyo3::prelude::*;
 
-use crate::error::Error;
-use crate::kernels::{parallel, simd};
+use ferroptim_core::Error;
+
+use crate::error::PyFerrResult;
+use ferroptim_core::kernels::{parallel, simd};
 
 /// The instruction set the kernels use: "avx512", "avx2", "sse2" or "neon".
 #[pyfunction]
@@ -13,7 +15,7 @@ pub fn simd_level() -> &'static str {
 
 /// Caps the instruction set (for testing the slower paths); returns the level in use.
 #[pyfunction]
-pub fn set_simd_level(level: &str) -> PyResult<&'static str> {
+pub fn set_simd_level(level: &str) -> PyFerrResult<&'static str> {
     let wanted = simd::SimdLevel::parse(level).ok_or_else(|| {
         Error::Setting(format!(
             "level: unknown SIMD level '{level}' (expected avx512, avx2, baseline)"
@@ -30,7 +32,7 @@ pub fn get_num_threads() -> usize {
 
 /// Sets the number of threads the kernels run on (at least 1).
 #[pyfunction]
-pub fn set_num_threads(py: Python<'_>, n: &Bound<'_, PyAny>) -> PyResult<()> {
+pub fn set_num_threads(py: Python<'_>, n: &Bound<'_, PyAny>) -> PyFerrResult<()> {
     let max = parallel::MAX_THREADS;
     // Any int (2**70 too) gets the range message; bools and floats are not counts.
     let count = (!n.is_instance_of::<pyo3::types::PyBool>())
@@ -55,7 +57,7 @@ pub fn stream_add(
     py: Python<'_>,
     a: &Bound<'_, numpy::PyArray1<f32>>,
     b: &Bound<'_, numpy::PyArray1<f32>>,
-) -> PyResult<()> {
+) -> PyFerrResult<()> {
     use numpy::PyArrayMethods;
     let mut a = a
         .try_readwrite()
@@ -72,6 +74,6 @@ pub fn stream_add(
     if a.len() != b.len() {
         return Err(Error::Setting("b: length differs from a".into()).into());
     }
-    py.detach(|| crate::kernels::roofline::add_assign(a, b));
+    py.detach(|| ferroptim_core::kernels::roofline::add_assign(a, b));
     Ok(())
 }

@@ -9,6 +9,8 @@
 
 use super::prelude::Prelude;
 use super::{simd, Algorithm, Real, MAX_SLOTS};
+use crate::error::Result;
+use crate::hyper::HyperSource;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LionHyper {
@@ -36,6 +38,31 @@ impl Algorithm for Lion {
     const SLOTS: &'static [&'static str] = &["exp_avg"];
     type Hyper = LionHyper;
     type Scalars<T: Real> = LionScalars<T>;
+
+    fn from_group(g: &dyn HyperSource) -> Result<LionHyper> {
+        let (beta1, beta2) = g.betas("betas")?;
+        Ok(LionHyper {
+            lr: g.non_negative("lr")?,
+            beta1,
+            beta2,
+            weight_decay: g.non_negative("weight_decay")?,
+            l1: g.non_negative("l1")?,
+            maximize: g.flag("maximize")?,
+        })
+    }
+
+    fn flat(s: &LionScalars<f64>) -> (Prelude<f64>, Vec<f64>) {
+        (
+            s.pre,
+            vec![
+                s.beta1,
+                s.one_minus_beta1,
+                s.beta2,
+                s.one_minus_beta2,
+                s.neg_lr,
+            ],
+        )
+    }
 
     fn slots_used(_h: &LionHyper) -> [bool; MAX_SLOTS] {
         [true, false, false]

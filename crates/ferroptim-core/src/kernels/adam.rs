@@ -11,7 +11,9 @@
 //! ```
 
 use super::prelude::Prelude;
-use super::{simd, Algorithm, Real, MAX_SLOTS};
+use super::{flag, simd, Algorithm, Real, MAX_SLOTS};
+use crate::error::Result;
+use crate::hyper::HyperSource;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamHyper {
@@ -61,6 +63,36 @@ impl Algorithm for Adam {
     const SLOTS: &'static [&'static str] = &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"];
     type Hyper = AdamHyper;
     type Scalars<T: Real> = AdamScalars<T>;
+
+    fn from_group(g: &dyn HyperSource) -> Result<AdamHyper> {
+        let (beta1, beta2) = g.betas("betas")?;
+        Ok(AdamHyper {
+            lr: g.non_negative("lr")?,
+            beta1,
+            beta2,
+            eps: g.non_negative("eps")?,
+            weight_decay: g.non_negative("weight_decay")?,
+            l1: g.non_negative("l1")?,
+            amsgrad: g.flag("amsgrad")?,
+            maximize: g.flag("maximize")?,
+            decoupled: g.flag("decoupled_weight_decay")?,
+        })
+    }
+
+    fn flat(s: &AdamScalars<f64>) -> (Prelude<f64>, Vec<f64>) {
+        (
+            s.pre,
+            vec![
+                flag(s.amsgrad),
+                s.one_minus_beta1,
+                s.beta2,
+                s.one_minus_beta2,
+                s.neg_step_size,
+                s.bias_correction2_sqrt,
+                s.eps,
+            ],
+        )
+    }
 
     fn slots_used(h: &AdamHyper) -> [bool; MAX_SLOTS] {
         [true, true, h.amsgrad]

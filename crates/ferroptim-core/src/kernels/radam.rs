@@ -11,7 +11,9 @@
 //! ```
 
 use super::prelude::Prelude;
-use super::{simd, Algorithm, Real, MAX_SLOTS};
+use super::{flag, simd, Algorithm, Real, MAX_SLOTS};
+use crate::error::Result;
+use crate::hyper::HyperSource;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RadamHyper {
@@ -45,6 +47,37 @@ impl Algorithm for Radam {
     const SLOTS: &'static [&'static str] = &["exp_avg", "exp_avg_sq"];
     type Hyper = RadamHyper;
     type Scalars<T: Real> = RadamScalars<T>;
+
+    fn from_group(g: &dyn HyperSource) -> Result<RadamHyper> {
+        let (beta1, beta2) = g.betas("betas")?;
+        Ok(RadamHyper {
+            lr: g.non_negative("lr")?,
+            beta1,
+            beta2,
+            eps: g.non_negative("eps")?,
+            weight_decay: g.non_negative("weight_decay")?,
+            l1: g.non_negative("l1")?,
+            decoupled: g.flag("decoupled_weight_decay")?,
+            maximize: g.flag("maximize")?,
+        })
+    }
+
+    fn flat(s: &RadamScalars<f64>) -> (Prelude<f64>, Vec<f64>) {
+        (
+            s.pre,
+            vec![
+                flag(s.rectified),
+                s.one_minus_beta1,
+                s.beta2,
+                s.one_minus_beta2,
+                s.bias_correction1,
+                s.lr,
+                s.bias_correction2_sqrt,
+                s.eps,
+                s.rect,
+            ],
+        )
+    }
 
     fn slots_used(_h: &RadamHyper) -> [bool; MAX_SLOTS] {
         [true, true, false]

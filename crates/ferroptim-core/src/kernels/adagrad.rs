@@ -7,7 +7,9 @@
 //! ```
 
 use super::prelude::Prelude;
-use super::{simd, Algorithm, Real, MAX_SLOTS};
+use super::{flag, simd, Algorithm, Real, MAX_SLOTS};
+use crate::error::Result;
+use crate::hyper::HyperSource;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdagradHyper {
@@ -36,6 +38,22 @@ impl Algorithm for Adagrad {
     const SLOTS: &'static [&'static str] = &["sum"];
     type Hyper = AdagradHyper;
     type Scalars<T: Real> = AdagradScalars<T>;
+
+    fn from_group(g: &dyn HyperSource) -> Result<AdagradHyper> {
+        Ok(AdagradHyper {
+            lr: g.non_negative("lr")?,
+            lr_decay: g.non_negative("lr_decay")?,
+            weight_decay: g.non_negative("weight_decay")?,
+            l1: g.non_negative("l1")?,
+            initial_accumulator_value: g.non_negative("initial_accumulator_value")?,
+            eps: g.non_negative("eps")?,
+            maximize: g.flag("maximize")?,
+        })
+    }
+
+    fn flat(s: &AdagradScalars<f64>) -> (Prelude<f64>, Vec<f64>) {
+        (s.pre, vec![flag(s.fresh), s.initial, s.neg_clr, s.eps])
+    }
 
     fn slots_used(_h: &AdagradHyper) -> [bool; MAX_SLOTS] {
         [true, false, false]

@@ -17,6 +17,8 @@
 
 use super::prelude::Prelude;
 use super::{simd, Algorithm, Real, MAX_SLOTS};
+use crate::error::Result;
+use crate::hyper::HyperSource;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct NadamHyper {
@@ -83,6 +85,37 @@ impl Algorithm for Nadam {
     const AUX: Option<(&'static str, f64)> = Some(("mu_product", 1.0));
     type Hyper = NadamHyper;
     type Scalars<T: Real> = NadamScalars<T>;
+
+    fn from_group(g: &dyn HyperSource) -> Result<NadamHyper> {
+        let (beta1, beta2) = g.betas("betas")?;
+        Ok(NadamHyper {
+            lr: g.non_negative("lr")?,
+            beta1,
+            beta2,
+            eps: g.non_negative("eps")?,
+            weight_decay: g.non_negative("weight_decay")?,
+            l1: g.non_negative("l1")?,
+            momentum_decay: g.non_negative("momentum_decay")?,
+            decoupled: g.flag("decoupled_weight_decay")?,
+            maximize: g.flag("maximize")?,
+            mu_product_f32: g.choice("mu_product_dtype", &["float32", "float64"], 0)? == 0,
+        })
+    }
+
+    fn flat(s: &NadamScalars<f64>) -> (Prelude<f64>, Vec<f64>) {
+        (
+            s.pre,
+            vec![
+                s.one_minus_beta1,
+                s.beta2,
+                s.one_minus_beta2,
+                s.bias_correction2,
+                s.eps,
+                s.grad_coef,
+                s.avg_coef,
+            ],
+        )
+    }
 
     fn slots_used(_h: &NadamHyper) -> [bool; MAX_SLOTS] {
         [true, true, false]

@@ -10,7 +10,9 @@
 //! ```
 
 use super::prelude::Prelude;
-use super::{simd, Algorithm, Real, MAX_SLOTS};
+use super::{flag, simd, Algorithm, Real, MAX_SLOTS};
+use crate::error::Result;
+use crate::hyper::HyperSource;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RmspropHyper {
@@ -57,6 +59,34 @@ impl Algorithm for Rmsprop {
     const SLOTS: &'static [&'static str] = &["square_avg", "momentum_buffer", "grad_avg"];
     type Hyper = RmspropHyper;
     type Scalars<T: Real> = RmspropScalars<T>;
+
+    fn from_group(g: &dyn HyperSource) -> Result<RmspropHyper> {
+        Ok(RmspropHyper {
+            lr: g.non_negative("lr")?,
+            alpha: g.non_negative("alpha")?,
+            eps: g.non_negative("eps")?,
+            weight_decay: g.non_negative("weight_decay")?,
+            l1: g.non_negative("l1")?,
+            momentum: g.non_negative("momentum")?,
+            centered: g.flag("centered")?,
+            maximize: g.flag("maximize")?,
+        })
+    }
+
+    fn flat(s: &RmspropScalars<f64>) -> (Prelude<f64>, Vec<f64>) {
+        (
+            s.pre,
+            vec![
+                flag(s.centered),
+                flag(s.use_momentum),
+                s.alpha,
+                s.one_minus_alpha,
+                s.eps,
+                s.momentum,
+                s.neg_lr,
+            ],
+        )
+    }
 
     fn slots_used(h: &RmspropHyper) -> [bool; MAX_SLOTS] {
         [true, h.momentum > 0.0, h.centered]

@@ -10,6 +10,8 @@
 
 use super::prelude::Prelude;
 use super::{simd, Algorithm, Real, MAX_SLOTS};
+use crate::error::Result;
+use crate::hyper::HyperSource;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdadeltaHyper {
@@ -36,6 +38,21 @@ impl Algorithm for Adadelta {
     const SLOTS: &'static [&'static str] = &["square_avg", "acc_delta"];
     type Hyper = AdadeltaHyper;
     type Scalars<T: Real> = AdadeltaScalars<T>;
+
+    fn from_group(g: &dyn HyperSource) -> Result<AdadeltaHyper> {
+        Ok(AdadeltaHyper {
+            lr: g.non_negative("lr")?,
+            rho: g.unit("rho")?,
+            eps: g.non_negative("eps")?,
+            weight_decay: g.non_negative("weight_decay")?,
+            l1: g.non_negative("l1")?,
+            maximize: g.flag("maximize")?,
+        })
+    }
+
+    fn flat(s: &AdadeltaScalars<f64>) -> (Prelude<f64>, Vec<f64>) {
+        (s.pre, vec![s.rho, s.one_minus_rho, s.eps, s.neg_lr])
+    }
 
     fn slots_used(_h: &AdadeltaHyper) -> [bool; MAX_SLOTS] {
         [true, true, false]

@@ -9,6 +9,8 @@
 
 use super::prelude::Prelude;
 use super::{simd, Algorithm, Real, MAX_SLOTS};
+use crate::error::Result;
+use crate::hyper::HyperSource;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamaxHyper {
@@ -36,6 +38,23 @@ impl Algorithm for Adamax {
     const SLOTS: &'static [&'static str] = &["exp_avg", "exp_inf"];
     type Hyper = AdamaxHyper;
     type Scalars<T: Real> = AdamaxScalars<T>;
+
+    fn from_group(g: &dyn HyperSource) -> Result<AdamaxHyper> {
+        let (beta1, beta2) = g.betas("betas")?;
+        Ok(AdamaxHyper {
+            lr: g.non_negative("lr")?,
+            beta1,
+            beta2,
+            eps: g.non_negative("eps")?,
+            weight_decay: g.non_negative("weight_decay")?,
+            l1: g.non_negative("l1")?,
+            maximize: g.flag("maximize")?,
+        })
+    }
+
+    fn flat(s: &AdamaxScalars<f64>) -> (Prelude<f64>, Vec<f64>) {
+        (s.pre, vec![s.one_minus_beta1, s.beta2, s.eps, s.neg_clr])
+    }
 
     fn slots_used(_h: &AdamaxHyper) -> [bool; MAX_SLOTS] {
         [true, true, false]

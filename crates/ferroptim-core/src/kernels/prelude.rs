@@ -34,6 +34,12 @@ impl<T: Real> Prelude<T> {
         }
     }
 
+    /// Grad sign, coupled L2, L1 and decoupled decay: the first four
+    /// scalars of every CUDA rule (`kernels.cu`, `Prelude`).
+    pub fn flat(&self) -> [T; 4] {
+        [self.grad_sign, self.coupled_wd, self.l1, self.decay]
+    }
+
     /// `(grad the rule uses, param after decoupled decay)`.
     #[inline(always)]
     pub fn apply<const REGULARIZE: bool>(&self, grad: T, param: T) -> (T, T) {

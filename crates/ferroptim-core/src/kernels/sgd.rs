@@ -9,7 +9,9 @@
 //! ```
 
 use super::prelude::Prelude;
-use super::{simd, Algorithm, Real, MAX_SLOTS};
+use super::{flag, simd, Algorithm, Real, MAX_SLOTS};
+use crate::error::{Error, Result};
+use crate::hyper::HyperSource;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdHyper {
@@ -56,10 +58,51 @@ enum Mode {
 
 pub struct Sgd;
 
+/// The mode as `kernels.cu` reads it.
+fn mode_number(mode: Mode) -> f64 {
+    match mode {
+        Mode::Plain => 0.0,
+        Mode::FirstMomentum => 1.0,
+        Mode::Momentum => 2.0,
+    }
+}
+
 impl Algorithm for Sgd {
     const SLOTS: &'static [&'static str] = &["momentum_buffer"];
     type Hyper = SgdHyper;
     type Scalars<T: Real> = SgdScalars<T>;
+
+    fn from_group(g: &dyn HyperSource) -> Result<SgdHyper> {
+        let h = SgdHyper {
+            lr: g.non_negative("lr")?,
+            momentum: g.non_negative("momentum")?,
+            dampening: g.finite("dampening")?,
+            weight_decay: g.non_negative("weight_decay")?,
+            l1: g.non_negative("l1")?,
+            nesterov: g.flag("nesterov")?,
+            maximize: g.flag("maximize")?,
+        };
+        if h.nesterov && (h.momentum <= 0.0 || h.dampening != 0.0) {
+            return Err(Error::hyper(
+                "nesterov",
+                "Nesterov momentum requires a momentum > 0 and zero dampening",
+            ));
+        }
+        Ok(h)
+    }
+
+    fn flat(s: &SgdScalars<f64>) -> (Prelude<f64>, Vec<f64>) {
+        (
+            s.pre,
+            vec![
+                mode_number(s.mode),
+                flag(s.nesterov),
+                s.momentum,
+                s.one_minus_dampening,
+                s.neg_lr,
+            ],
+        )
+    }
 
     fn slots_used(h: &SgdHyper) -> [bool; MAX_SLOTS] {
         [h.momentum != 0.0, false, false]

@@ -1,6 +1,7 @@
 //! Pure-Rust update kernels: plain functions over slices, no Python.
 //!
-//! Each algorithm lives in its own file and implements [`Algorithm`]; the
+//! Each algorithm lives in its own file and implements [`Algorithm`]
+//! (hyperparameters, state slots, per-step scalars, element update); the
 //! shared pieces are [`simd`] (run-time instruction-set dispatch),
 //! [`parallel`] (the thread pool) and [`multi`] (one pass over many tensors).
 
@@ -27,6 +28,10 @@ mod tests;
 pub use multi::{Job, MAX_SLOTS};
 pub use real::Real;
 
+use crate::error::Result;
+use crate::hyper::HyperSource;
+use prelude::Prelude;
+
 /// One optimizer's update rule.
 ///
 /// `Hyper` holds a param group's hyperparameters (f64, as the user gave
@@ -42,6 +47,14 @@ pub trait Algorithm: Sync {
     /// step count (NAdam's running product of momentum coefficients): its
     /// state-dict name and its value before the first step.
     const AUX: Option<(&'static str, f64)> = None;
+
+    /// Reads and checks a param group: the one place each hyperparameter's
+    /// range is stated.
+    fn from_group(g: &dyn HyperSource) -> Result<Self::Hyper>;
+
+    /// The prelude and this rule's scalars (computed in f64) in the order
+    /// the CUDA kernel (`kernels.cu`) reads them.
+    fn flat(s: &Self::Scalars<f64>) -> (Prelude<f64>, Vec<f64>);
 
     /// The slots a step with these hyperparameters reads and writes.
     fn slots_used(h: &Self::Hyper) -> [bool; MAX_SLOTS];
@@ -87,4 +100,32 @@ pub fn step_slices<A: Algorithm, T: Real>(
     let mut jobs = [Job::new(param, grad, [s0, s1, s2], *s)];
     // SAFETY: the job is built from live, disjoint slices borrowed for this call.
     unsafe { multi::run::<A, T>(&mut jobs) };
+}
+
+/// A flag as the CUDA kernels read it.
+fn flag(on: bool) -> f64 {
+    if on {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// One row of the CUDA kernels' scalar table for step `step` (1-based) of a
+/// tensor: the prelude (grad sign, coupled L2, L1, decoupled decay), the
+/// averaging weight, then the rule's own scalars; and the tensor's
+/// [`Algorithm::AUX`] value after this step.
+pub fn cuda_scalars<A: Algorithm>(
+    h: &A::Hyper,
+    step: u64,
+    fresh: [bool; MAX_SLOTS],
+    aux: f64,
+    average_weight: f64,
+) -> (Vec<f64>, f64) {
+    let (s, aux) = A::scalars_aux::<f64>(h, step, fresh, aux);
+    let (pre, rule) = A::flat(&s);
+    let mut row = pre.flat().to_vec();
+    row.push(average_weight);
+    row.extend(rule);
+    (row, aux)
 }
