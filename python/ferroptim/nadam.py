@@ -22,7 +22,10 @@ class NAdam(Optimizer):
         p = p - lr * (1 - mu(t)) / (1 - mu_product) * g / d
               - lr * mu(t+1) / (1 - mu_product * mu(t+1)) * m / d
 
-    Same names and defaults as torch.optim.NAdam, plus ``l1``.
+    Same names and defaults as torch.optim.NAdam, plus ``l1``. mu_product is
+    kept as a float32 scalar, as torch keeps it under its default dtype, so that
+    float64 runs give torch's numbers; a group's ``"mu_product_dtype":
+    "float64"`` keeps it in full precision (torch with a float64 default dtype).
     The step options below (clipping, EMA, accumulation) apply in the same pass.
 
     Parameters
