@@ -8,9 +8,10 @@ accumulation, freezing and state dicts work unchanged.
 A step is: check every grad (nothing launched yet), optionally one fused
 norm/finite pass (two launches, any number of tensors), then one launch per
 dtype of the update kernel over all tensors, driven by a pointer table and a
-chunk table uploaded in one copy each. Checks that need the Rust engine's
-exact rules (hyperparameters, options, state dicts) are delegated to it, so
-both engines accept and reject the same things with the same messages.
+chunk table uploaded in one copy each. The math comes from the Rust core
+through the engine class's static methods (hyperparameter and option checks,
+slot layout, per-step scalars), so both engines accept and reject the same
+things with the same messages and compute the same numbers.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from ferroptim.cuda.device import THREADS
-from ferroptim.cuda.rules import RULES, prelude
 from ferroptim.exceptions import (
     DtypeError,
     GradError,
@@ -75,8 +75,10 @@ class CudaEngine:
 
     def __init__(self, engine_class: Any, device: Any) -> None:
         self._rust = engine_class
-        self.rule = RULES[engine_class.__name__]
-        self.state_names = list(self.rule.slots)
+        # kernels.cu names each rule's kernel after the class: adam_f32, ...
+        self.kernel = engine_class.__name__.lower()
+        self.slots = list(engine_class.state_names)
+        self.aux = engine_class.AUX  # (state-dict name, initial value) or None
         self.device = device
         self.params: list[_Param] = []
         self.skipped_steps = 0
@@ -105,7 +107,7 @@ class CudaEngine:
             ema_decay=ema_decay,
             ema_equal=ema_equal,
         )
-        self._rust().configure(**options)  # the same checks and messages as on the CPU
+        self._rust.check_options(**options)  # the same checks and messages as on the CPU
         self._options = options
 
     def _average_weight(self, done: int) -> float | None:
@@ -119,10 +121,6 @@ class CudaEngine:
         return 1.0 - o["ema_decay"]
 
     # -- params ---------------------------------------------------------------
-
-    @property
-    def num_params(self) -> int:
-        return len(self.params)
 
     def steps(self) -> list[int]:
         return [p.step for p in self.params]
@@ -156,7 +154,7 @@ class CudaEngine:
                     numel=int(array.size),
                     group=group,
                     ptr=self.device.ptr(array),
-                    aux=self.rule.aux[1] if self.rule.aux else 0.0,
+                    aux=self.aux[1] if self.aux else 0.0,
                 )
             )
         everyone = self.params + staged
@@ -273,7 +271,7 @@ class CudaEngine:
 
         # Pass 2: allocate the state this step needs, count the step, build scalars.
         hypers = [dict(g) for g in groups]
-        used_by_group = [self.rule.used(h) for h in hypers]
+        used_by_group = [tuple(self._rust.slots_used(h)) for h in hypers]
         averaging = self._average_weight(0) is not None
         for dtype, items in by_dtype.items():
             if not items:
@@ -304,10 +302,9 @@ class CudaEngine:
                 p.step += 1
                 key = (p.group, p.step, fresh, p.aux, weight)
                 if key not in offsets:
-                    rule_scalars, aux = self.rule.scalars(h, p.step, fresh, p.aux)
-                    pre = prelude(h, decoupled=self.rule.decoupled(h), average_weight=weight or 0.0)
+                    row, aux = self._rust.cuda_scalars(h, p.step, fresh, p.aux, weight or 0.0)
                     offsets[key] = (len(scalars), aux)
-                    scalars += pre + [float(x) for x in rule_scalars]
+                    scalars += row
                 offset, p.aux = offsets[key]
                 if p.row is None or p.row_used != used:
                     extra = p.master if p.master is not None else p.average
@@ -322,7 +319,7 @@ class CudaEngine:
             tab = self.device.to_device(np.array(rows, np.int64).reshape(-1))
             sc = self.device.to_device(np.array(scalars, np.float64))
             self.device.launch(
-                f"{self.rule.kernel}_{_DTYPES[dtype]}",
+                f"{self.kernel}_{_DTYPES[dtype]}",
                 len(chunks) // 2,
                 THREADS,
                 (tab, chunks, sc, glob_dev, np.int32(CHUNK)),
@@ -424,12 +421,12 @@ class CudaEngine:
         out = []
         for p in self.params:
             st: dict[str, Any] = {"step": p.step}
-            if self.rule.aux and p.step > 0:
-                st[self.rule.aux[0]] = p.aux
+            if self.aux and p.step > 0:
+                st[self.aux[0]] = p.aux
             if p.averaged > 0:
                 st[AVERAGED_STEPS] = p.averaged
                 st[AVERAGED] = self.device.to_host(p.average)
-            for name, slot in zip(self.rule.slots, p.slots):
+            for name, slot in zip(self.slots, p.slots):
                 if slot is not None:
                     st[name] = self.device.to_host(slot)
             if p.master is not None:
@@ -472,10 +469,10 @@ class CudaEngine:
         staged = []
         for st, master in zip(checked, masters):
             slots = [
-                self.device.to_device(st[name]) if name in st else None for name in self.rule.slots
-            ] + [None] * (3 - len(self.rule.slots))
+                self.device.to_device(st[name]) if name in st else None for name in self.slots
+            ] + [None] * (3 - len(self.slots))
             average = self.device.to_device(st[AVERAGED]) if AVERAGED in st else None
-            aux = st.get(self.rule.aux[0], self.rule.aux[1]) if self.rule.aux else 0.0
+            aux = st.get(self.aux[0], self.aux[1]) if self.aux else 0.0
             master = None if master is None else self.device.to_device(master)
             staged.append((st["step"], aux, st.get(AVERAGED_STEPS, 0), slots, average, master))
         for p, (step, aux, averaged, slots, average, master) in zip(self.params, staged):

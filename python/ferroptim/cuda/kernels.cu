@@ -1,11 +1,13 @@
 // ferroptim's CUDA kernels: one launch per step over every tensor.
 //
-// The host (engine.py) lays the step out in three small device buffers:
+// The host (engine.py) lays the step out in four small device buffers:
 //   tab    int64, 8 per tensor: param, grad, slot0, slot1, slot2, average
 //          (addresses; 0 when unused), numel, offset of its scalars in `sc`
 //   chunks int64, 2 per block: tensor index, first element
-//   sc     float64 per-tensor scalars, laid out as in rules.py: the prelude
-//          (grad sign, coupled L2, L1, decoupled decay, average weight), then the rule's
+//   sc     float64 per-tensor scalars, as the Rust core lays them out (the engine
+//          class's cuda_scalars, from each optimizer's `flat` in
+//          crates/ferroptim-core/src/kernels/<rule>.rs): the prelude (grad sign,
+//          coupled L2, L1, decoupled decay, average weight), then the rule's
 //   glob   float64, device-written: grad multiplier (clipping x accumulation),
 //          clip value (inf when off), skip flag (non-finite grads), grad norm
 // Every block updates one chunk of one tensor, so thousands of small tensors
@@ -59,9 +61,6 @@ template <typename T> FO_DEVICE T fo_sign(T x) {
 // torch.maximum for the non-NaN case (the CPU kernels' max_val).
 template <typename T> FO_DEVICE T fo_max(T a, T b) { return b > a ? b : a; }
 
-// The engine guarantees no buffer of a step overlaps another (params,
-// grads, state, averages): __restrict__ lets the compiler batch the loads of
-// consecutive iterations instead of waiting on every store.
 // float16 as raw bits, converted by hand (IEEE binary16, round to nearest
 // even), so the file needs no CUDA header and builds the same on the host.
 struct fo_half {
@@ -114,6 +113,9 @@ FO_DEVICE double fo_value(float x) { return x; }
 FO_DEVICE double fo_value(double x) { return x; }
 FO_DEVICE double fo_value(fo_half x) { return fo_half_to_float(x.bits); }
 
+// The engine guarantees no buffer of a step overlaps another (params,
+// grads, state, averages): __restrict__ lets the compiler batch the loads of
+// consecutive iterations instead of waiting on every store.
 template <typename T> struct Slots {
     T* __restrict__ s0;
     T* __restrict__ s1;
