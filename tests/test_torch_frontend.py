@@ -425,3 +425,19 @@ def test_help_reads() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fot.SGD([torch.zeros(1, requires_grad=True)])
+
+
+def test_bench_torch_times_every_implementation_side_by_side(monkeypatch: Any) -> None:
+    from ferroptim import bench_torch
+
+    monkeypatch.setattr(bench_torch, "CASES", {"tiny": (lambda: [(3,), (4, 2)], True)})
+    rows = bench_torch.run(budget=0.01, burst=2)
+    assert [r["case"] for r in rows] == ["tiny"]
+    assert set(rows[0]["medians"]) == {
+        "torch fused",
+        "ferroptim",
+        "ferroptim, new grads",
+        "ferroptim flattened",
+    }
+    assert min(rows[0]["counts"].values()) >= 3
+    assert "| tiny |" in bench_torch.table(rows)

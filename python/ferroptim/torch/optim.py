@@ -221,21 +221,28 @@ class TorchOptimizer(torch.optim.Optimizer):
         for k, (g, old) in enumerate(zip(grads, self._gcache)):
             if g is old or g is None:
                 continue
-            lab = self._entries[self._single_pos[k]].members[0].label
-            if not isinstance(g, torch.Tensor) or g.layout != torch.strided:
-                raise GradError(f"grad of param {lab} must be a dense tensor (sparse grads: no)")
-            if g.device.type != "cpu" or g.dtype not in (torch.float32, torch.float64):
-                raise DtypeError(
-                    f"grad of param {lab} is a {g.dtype} tensor on {g.device}: it must be a "
-                    "float32 or float64 CPU tensor, like its param"
-                )
-            views[k] = g.detach().numpy()
+            try:  # the common case first: a CPU float grad that needs no autograd
+                views[k] = g.numpy()
+            except (AttributeError, TypeError, RuntimeError):
+                views[k] = self._grad_view(g, self._entries[self._single_pos[k]].members[0].label)
         for k, g in enumerate(grads):
             if g is None:
                 self._grads[self._single_pos[k]] = None
             elif k in views:
                 self._grads[self._single_pos[k]] = views[k]
         self._gcache = grads
+
+    @staticmethod
+    def _grad_view(g: Any, lab: str) -> Any:
+        """A NumPy view of a grad that the fast path could not take, or why not."""
+        if not isinstance(g, torch.Tensor) or g.layout != torch.strided:
+            raise GradError(f"grad of param {lab} must be a dense tensor (sparse grads: no)")
+        if g.device.type != "cpu" or g.dtype not in (torch.float32, torch.float64):
+            raise DtypeError(
+                f"grad of param {lab} is a {g.dtype} tensor on {g.device}: it must be a "
+                "float32 or float64 CPU tensor, like its param"
+            )
+        return g.detach().numpy()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """As torch's; grads of flattened params are zeroed in place either way
