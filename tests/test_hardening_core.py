@@ -206,7 +206,7 @@ def test_nadam_float64_matches_torch_under_its_default_dtype(torch_default: str)
         grads = [rng.standard_normal(33) for _ in range(300)]
         tw = torch.tensor(w.copy(), dtype=torch.float64, requires_grad=True)
         topt = torch.optim.NAdam([tw], lr=0.01, foreach=False)
-        opt = fo.NAdam([{"params": [w], "mu_product_dtype": torch_default}], lr=0.01)
+        opt = fo.NAdam([w], lr=0.01, mu_product_dtype=torch_default)
         for g in grads:
             tw.grad = torch.tensor(g)
             topt.step()

@@ -24,8 +24,8 @@ class NAdam(Optimizer):
 
     Same names and defaults as torch.optim.NAdam, plus ``l1``. mu_product is
     kept as a float32 scalar, as torch keeps it under its default dtype, so that
-    float64 runs give torch's numbers; a group's ``"mu_product_dtype":
-    "float64"`` keeps it in full precision (torch with a float64 default dtype).
+    float64 runs give torch's numbers; ``mu_product_dtype="float64"`` keeps it
+    in full precision (torch with a float64 default dtype).
     The step options below (clipping, EMA, accumulation) apply in the same pass.
 
     Parameters
@@ -48,6 +48,8 @@ class NAdam(Optimizer):
         Maximize the objective: step along the grad.
     l1 : float, default 0.0
         L1 penalty: adds l1 * sign(p) to the grad (0: off).
+    mu_product_dtype : {"float32", "float64"}, default "float32"
+        Precision of mu_product: torch's default dtype, or full precision.
     """
 
     _engine_class = _core.NAdam
@@ -64,6 +66,7 @@ class NAdam(Optimizer):
         *,
         maximize: bool = False,
         l1: float = 0.0,
+        mu_product_dtype: str = "float32",
         max_grad_norm: float | None = None,
         norm_type: float = 2.0,
         clip_value: float | None = None,
@@ -88,6 +91,7 @@ class NAdam(Optimizer):
                 "decoupled_weight_decay": decoupled_weight_decay,
                 "maximize": maximize,
                 "l1": l1,
+                "mu_product_dtype": mu_product_dtype,
             },
             **step_options(locals()),
         )
