@@ -24,6 +24,7 @@ fot = pytest.importorskip("ferroptim.torch")
 import ferroptim as fo  # noqa: E402
 from ferroptim.exceptions import (  # noqa: E402
     DtypeError,
+    GradError,
     HyperparameterError,
     ParamError,
     StateDictError,
@@ -286,6 +287,23 @@ def test_non_cpu_and_non_contiguous_params_are_refused() -> None:
     p = torch.nn.Parameter(torch.zeros(3, 4).t())
     with pytest.raises(ParamError, match="contiguous"):
         fot.SGD([p])
+
+
+def test_a_bad_grad_is_refused_and_changes_nothing() -> None:
+    a, b = torch.ones(3, requires_grad=True), torch.ones(2, 2, requires_grad=True)
+    opt = fot.Adam([a, b], lr=0.1)
+    a.grad = torch.ones(3)
+    b.grad_dtype = None  # torch refuses a float64 grad otherwise
+    b.grad = torch.ones(2, 2, dtype=torch.float64)
+    with pytest.raises(DtypeError, match="grad for param 1"):
+        opt.step()
+    b.grad = torch.ones(2, 2).to_sparse()
+    with pytest.raises(GradError, match="param 1"):
+        opt.step()
+    assert torch.equal(a.detach(), torch.ones(3)) and len(opt.state) == 0
+    b.grad = torch.ones(2, 2)
+    opt.step()
+    assert float(opt.state[b]["step"]) == 1.0
 
 
 def test_replaced_param_storage_is_followed_with_its_state() -> None:

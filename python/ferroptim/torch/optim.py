@@ -259,6 +259,11 @@ class TorchOptimizer(torch.optim.Optimizer):
                 else:
                     g.requires_grad_(False)
                 g.zero_()
+        if set_to_none:
+            # Drop the cached views too: they would keep the old grads' memory alive.
+            self._gcache = [None] * len(self._singles)
+            for pos in self._single_pos:
+                self._grads[pos] = None
         for e in self._entries:
             if e.grad is not None:
                 e.grad.fill(0)
