@@ -459,3 +459,17 @@ def test_bench_torch_times_every_implementation_side_by_side(monkeypatch: Any) -
     }
     assert min(rows[0]["counts"].values()) >= 3
     assert "| tiny |" in bench_torch.table(rows)
+
+
+def test_zero_grad_frees_the_old_grads() -> None:
+    import gc
+    import weakref
+
+    p = torch.ones(1000, requires_grad=True)
+    opt = fot.SGD([p], lr=0.1)
+    p.grad = torch.ones(1000)
+    opt.step()
+    old = weakref.ref(p.grad)
+    opt.zero_grad()
+    gc.collect()
+    assert old() is None  # no view of it kept by the optimizer
