@@ -733,14 +733,40 @@ def test_simd_level_roundtrip() -> None:
     assert fo.simd_level() == level
 
 
+def available_simd_levels(set_level: Callable[[str], str] = fo.set_simd_level) -> list[str]:
+    """The distinct instruction sets this CPU runs: ``set_simd_level`` caps at the
+    wanted level and returns the one in use, so asking for a level the CPU lacks
+    gives a lower one again (comparing it would compare a level with itself)."""
+    level = fo.simd_level()
+    seen: list[str] = []
+    try:
+        for wanted in ["baseline", "avx2", "avx512"]:
+            used = set_level(wanted)
+            if used not in seen:
+                seen.append(used)
+    finally:
+        fo.set_simd_level(level)
+    return seen
+
+
+def test_available_simd_levels_are_distinct() -> None:
+    """On a CPU without AVX-512, asking for it gives avx2: listed once, not twice."""
+    capped = {"baseline": "sse2", "avx2": "avx2", "avx512": "avx2"}
+    assert available_simd_levels(capped.__getitem__) == ["sse2", "avx2"]
+    assert len(set(available_simd_levels())) == len(available_simd_levels())
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_simd_levels_agree_bitwise(kind: str) -> None:
-    """Every instruction set gives the same bits (no FMA contraction)."""
+    """Every instruction set this CPU has gives the same bits (no FMA contraction)."""
+    levels = available_simd_levels()
+    if len(levels) < 2:
+        pytest.skip(f"only one SIMD level available here ({levels[0]}): nothing to compare")
     level = fo.simd_level()
     results = []
     try:
-        for wanted in ["baseline", "avx2", "avx512"]:
-            fo.set_simd_level(wanted)
+        for wanted in levels:
+            assert fo.set_simd_level(wanted) == wanted
             params = make_params()
             opt = FACTORIES[kind](params, weight_decay=0.01)
             for g in grad_stream(params, 3):
@@ -750,3 +776,89 @@ def test_simd_levels_agree_bitwise(kind: str) -> None:
         fo.set_simd_level(level)
     for other in results[1:]:
         assert_params_equal(other, results[0])
+
+
+def test_cpu_step_does_not_import_the_cuda_package() -> None:
+    """Asking whether grads are GPU arrays must not load ferroptim.cuda (fresh process:
+    other tests here may have imported it)."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import numpy as np
+import ferroptim as fo
+w = np.zeros(3, np.float32)
+for params, grads in (([w], [np.ones(3, np.float32)]), ({"w": w}, {"w": np.ones(3, np.float32)})):
+    opt = fo.AdamW(params, accumulate=2, max_grad_norm=1.0)
+    opt.step(grads)
+    opt.step(grads)
+    opt.state_dict()
+arena = fo.ParamArena({"a": (2, 3)})
+arena.grad[:] = 1
+fo.SGD(arena, lr=0.1).step()
+print(sorted(m for m in sys.modules if m.startswith("ferroptim.cuda")))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_cuda_device_does_not_import_emulate() -> None:
+    """device.py is the lower layer; emulate.py builds on it (no import circle)."""
+    import ast
+    from pathlib import Path
+
+    import ferroptim.cuda.device as device
+
+    tree = ast.parse(Path(device.__file__).read_text())
+    imported = {
+        n.module if isinstance(n, ast.ImportFrom) else a.name
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Import, ast.ImportFrom))
+        for a in n.names
+    }
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert "ferroptim.cuda.emulate" not in imported and "emulate" not in names
+
+
+def test_arena_property_is_public_and_read_only() -> None:
+    arena = fo.ParamArena({"w": (2, 2)})
+    opt = fo.AdamW(arena)
+    assert opt.arena is arena
+    assert fo.SGD([np.zeros(3, F32)]).arena is None
+    with pytest.raises(AttributeError):
+        opt.arena = None  # type: ignore[misc]
+
+
+def test_trainer_checks_the_public_arena() -> None:
+    """The Trainer asks ``optimizer.arena``, so a wrapper exposing only the public
+    property is accepted."""
+    from ferroptim.train import Trainer
+    from ferroptim.train.models import logistic_regression
+
+    model = logistic_regression(4, 3, seed=0)
+    inner = fo.AdamW(model.arena)
+
+    class Wrapper:
+        arena = property(lambda self: inner.arena)
+
+        def __getattr__(self, name: str) -> Any:
+            if name.startswith("_arena"):
+                raise AttributeError(name)
+            return getattr(inner, name)
+
+    trainer = Trainer(model, Wrapper(), loss="cross_entropy", verbose=0)
+    assert trainer.optimizer.arena is model.arena
+
+
+def test_plateau_callback_has_its_own_name() -> None:
+    """The schedule and the callback no longer share a name; the old callback name warns."""
+    from ferroptim import train
+    from ferroptim.schedules import ReduceLROnPlateau as Schedule
+
+    assert fo.ReduceLROnPlateau is Schedule
+    assert issubclass(train.ReduceLROnPlateauCallback, train.Callback)
+    assert "ReduceLROnPlateauCallback" in train.__all__
+    with pytest.warns(DeprecationWarning, match="ReduceLROnPlateauCallback"):
+        old = train.ReduceLROnPlateau("val_loss", patience=1)
+    assert isinstance(old, train.ReduceLROnPlateauCallback)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import operator
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -63,12 +64,18 @@ def gpu_probe(params: Any) -> list[Any]:
 
 
 def on_gpu(x: Any) -> bool:
-    """A GPU array (CuPy, or the emulated kind used in tests)? Never imports CuPy."""
-    if isinstance(x, np.ndarray) and type(x) is np.ndarray:
-        return False
-    from ferroptim import cuda
+    """A GPU array (CuPy, or the emulated kind used in tests)?
 
-    return cuda.is_device_array(x)
+    Imports neither CuPy nor :mod:`ferroptim.cuda`, so a CPU step never loads the
+    CUDA package: GPU arrays expose ``__cuda_array_interface__``, and an emulated
+    one can only exist once ``ferroptim.cuda.emulate`` has been imported.
+    """
+    if type(x) is np.ndarray:
+        return False
+    if hasattr(x, "__cuda_array_interface__"):
+        return True
+    emulate = sys.modules.get("ferroptim.cuda.emulate")
+    return emulate is not None and isinstance(x, emulate.DeviceArray)
 
 
 def to_numpy(x: Any) -> np.ndarray:

@@ -248,6 +248,12 @@ class Optimizer:
         return [p for g in self.param_groups for p in g["params"]]
 
     @property
+    def arena(self) -> ParamArena | None:
+        """The :class:`ParamArena` the params live in (read-only), or None when the
+        optimizer was given arrays."""
+        return self._arena
+
+    @property
     def param_names(self) -> list[str] | None:
         """The names of the params in order, or None for unnamed params."""
         return list(self._key_list) if self._named else None

@@ -55,7 +55,8 @@ def available() -> bool:
 
 def make_engine(engine_class: Any, first: Any) -> Any:
     """A CUDA engine for the optimizer whose first param is the device array ``first``."""
-    from ferroptim.cuda.device import CupyDevice, EmulatedDevice
+    from ferroptim.cuda.device import CupyDevice
+    from ferroptim.cuda.emulate import EmulatedDevice
     from ferroptim.cuda.engine import CudaEngine
     from ferroptim.exceptions import DtypeError
 

@@ -22,12 +22,13 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ferroptim.cuda.device import KERNEL_SOURCE
 
-__all__ = ["DeviceArray", "available", "device_array", "library"]
+__all__ = ["DeviceArray", "EmulatedDevice", "available", "device_array", "library"]
 
 
 class DeviceArray(np.ndarray):
@@ -86,3 +87,54 @@ def library() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(target))
     lib.fo_emu_set_block.argtypes = [ctypes.c_uint, ctypes.c_uint]
     return lib
+
+
+class EmulatedDevice:
+    """Host arrays standing in for device memory; blocks run one by one, one thread each."""
+
+    emulated = True
+    id = 0
+
+    def __init__(self) -> None:
+        self.xp = np
+        self._lib = library()
+        self.array_type = self._array_type = DeviceArray
+
+    @staticmethod
+    def device_of(array: Any) -> int:
+        return 0
+
+    @staticmethod
+    def ptr(array: Any) -> int:
+        return int(array.ctypes.data)
+
+    def zeros(self, shape: Any, dtype: Any) -> Any:
+        return np.zeros(shape, dtype).view(self._array_type)
+
+    def to_device(self, host: np.ndarray) -> Any:
+        return np.array(host, copy=True).view(self._array_type)
+
+    def to_host(self, array: Any) -> np.ndarray:
+        return np.array(array, copy=True).view(np.ndarray)
+
+    def contiguous(self, array: Any) -> Any:
+        return np.ascontiguousarray(array).view(self._array_type)
+
+    def launch(self, kernel: str, grid: int, threads: int, args: tuple) -> None:
+        fn = getattr(self._lib, kernel)
+        cargs = [_c_arg(a) for a in args]
+        for block in range(grid):
+            self._lib.fo_emu_set_block(block, grid)
+            fn(*cargs)
+
+
+def _c_arg(a: Any) -> Any:
+    if isinstance(a, np.ndarray):
+        return ctypes.c_void_p(a.ctypes.data)
+    if isinstance(a, np.int32):
+        return ctypes.c_int(int(a))
+    if isinstance(a, np.int64):
+        return ctypes.c_longlong(int(a))
+    if isinstance(a, np.float64):
+        return ctypes.c_double(float(a))
+    raise TypeError(f"kernel argument of type {type(a).__name__}")

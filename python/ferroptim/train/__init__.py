@@ -8,7 +8,8 @@ from ferroptim.train.callbacks import (
     ModelCheckpoint,
     PlotHistory,
     ProgressBar,
-    ReduceLROnPlateau,
+    ReduceLROnPlateau,  # deprecated alias of ReduceLROnPlateauCallback
+    ReduceLROnPlateauCallback,
     TerminateOnNaN,
 )
 from ferroptim.train.checkpoint import CheckpointError
@@ -29,6 +30,7 @@ __all__ = [
     "PlotHistory",
     "ProgressBar",
     "ReduceLROnPlateau",
+    "ReduceLROnPlateauCallback",
     "TerminateOnNaN",
     "TorchLoss",
     "TorchModel",

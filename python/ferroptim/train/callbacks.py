@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "PlotHistory",
     "ProgressBar",
     "ReduceLROnPlateau",
+    "ReduceLROnPlateauCallback",
     "TerminateOnNaN",
 ]
 
@@ -152,8 +154,16 @@ class ModelCheckpoint(Callback):
         self.best = state["best"]
 
 
-class ReduceLROnPlateau(Callback):
-    """Feeds ``monitor`` to a :class:`ferroptim.schedules.ReduceLROnPlateau` each epoch."""
+class ReduceLROnPlateauCallback(Callback):
+    """Feeds ``monitor`` to a :class:`ferroptim.schedules.ReduceLROnPlateau` each epoch.
+
+    Parameters
+    ----------
+    monitor : str
+        The logged value to watch, e.g. ``"val_loss"`` (its name sets the mode).
+    **kwargs
+        Passed to :class:`ferroptim.schedules.ReduceLROnPlateau` (factor, patience, ...).
+    """
 
     def __init__(self, monitor: str = "val_loss", **kwargs: Any) -> None:
         self.monitor = monitor
@@ -180,6 +190,23 @@ class ReduceLROnPlateau(Callback):
             self._pending = state
         else:
             self.scheduler.load_state_dict(state)
+
+
+class ReduceLROnPlateau(ReduceLROnPlateauCallback):
+    """Deprecated name of :class:`ReduceLROnPlateauCallback`.
+
+    It clashed with the schedule :class:`ferroptim.schedules.ReduceLROnPlateau`
+    (exported as ``ferroptim.ReduceLROnPlateau``); it still works, with a warning.
+    """
+
+    def __init__(self, monitor: str = "val_loss", **kwargs: Any) -> None:
+        warnings.warn(
+            "ferroptim.train.ReduceLROnPlateau is renamed ReduceLROnPlateauCallback "
+            "(ferroptim.ReduceLROnPlateau is the schedule); the old name will go",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        super().__init__(monitor, **kwargs)
 
 
 class CSVLogger(Callback):

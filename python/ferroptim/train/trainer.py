@@ -180,7 +180,7 @@ class Trainer:
 
         if not hasattr(model, "arena"):
             raise TypeError("model must have an 'arena' (a ParamArena); see ferroptim.train")
-        if getattr(optimizer, "_arena", None) is not model.arena:
+        if getattr(optimizer, "arena", None) is not model.arena:
             raise ValueError(
                 "optimizer must be built on model.arena, e.g. ferroptim.AdamW(model.arena)"
             )
