@@ -46,6 +46,7 @@ PROPERTY = settings(
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],  # the composite Setup draw is large
 )
+EACH = settings(PROPERTY, max_examples=40)
 
 
 def bad_grad(fault: str, g: np.ndarray, p: np.ndarray) -> Any:
@@ -150,10 +151,12 @@ def check_failure(run: Run, after: int, inject: Any) -> None:
     assert snapshot(run) == snapshot(clean), "the failed call changed what later steps do"
 
 
-@PROPERTY
+# Each fault kind gets its own budget: one hypothesis run over all kinds,
+# derandomized, spends most examples on the first few kinds.
+@pytest.mark.parametrize("fault", [*GRAD_FAULTS, "unknown_name"])
+@EACH
 @given(
     s=setups(layouts=("list", "groups", "named")),
-    fault=st.sampled_from([*GRAD_FAULTS, "unknown_name"]),
     before=st.integers(0, 5),
     after=st.integers(1, 3),
     data=st.data(),
@@ -173,7 +176,6 @@ def test_bad_grad_changes_nothing(s: Setup, fault: str, before: int, after: int,
     if fault not in ("count", "single_array", "unknown_name"):
         # Frozen params' grads go unchecked: see test_frozen_param_grad_checked.
         assume(not (is_frozen(run, target) and s.accumulate == 1))
-    event(f"fault: {fault}")
     if fault == "count":
         grads = grads[:-1] if data.draw(st.booleans()) else [*grads, grads[0]]
     elif fault == "single_array":
@@ -244,10 +246,10 @@ def test_readonly_param_changes_nothing(s: Setup, cycles: int, after: int, data:
     check_failure(run, after, inject)
 
 
-@PROPERTY
+@pytest.mark.parametrize("how", SD_FAULTS)
+@EACH
 @given(
     s=setups(),
-    how=st.sampled_from(SD_FAULTS),
     before=st.integers(0, 5),
     after=st.integers(1, 3),
     data=st.data(),
@@ -263,7 +265,6 @@ def test_bad_state_dict_changes_nothing(
     run.steps(before)
     bad = corrupt(run, run.opt.state_dict(), how, data)
     assume(bad is not None or how == "not_mapping")
-    event(f"fault: {how}")
     check_failure(run, after, lambda: ((lambda: run.opt.load_state_dict(bad)), None))
 
 
@@ -272,3 +273,29 @@ def test_every_class_has_a_bad_value(cls: type) -> None:
     """The group-value fault reaches every class: each has keys in BAD_VALUES."""
     group = cls([np.zeros(2)]).param_groups[0]
     assert [k for k, _ in BAD_VALUES if k in group]
+
+
+# Found by the properties above. Each grad is checked by the engine at a step,
+# and by Python on calls that only accumulate; the two disagree in these cases.
+@pytest.mark.xfail(
+    strict=True,
+    reason="a frozen param's grad is not checked when accumulate=1 (checked when accumulate>1)",
+)
+@pytest.mark.parametrize("bad", ["shape", "dtype", "nonarray"])
+def test_frozen_param_grad_checked(bad: str) -> None:
+    w, b = np.ones(3), np.ones(2)
+    opt = CLASSES[1]([w, b])
+    opt.freeze(0)
+    with pytest.raises(PACKAGE_ERRORS):
+        opt.step([bad_grad(bad, np.ones(3), w), np.ones(2)])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="under accumulate=k a grad that is its param itself is buffered (refused when k=1)",
+)
+def test_overlapping_grad_refused_under_accumulate() -> None:
+    w = np.ones(3)
+    opt = CLASSES[1]([w], accumulate=2)
+    with pytest.raises(PACKAGE_ERRORS):
+        opt.step([w])
