@@ -426,6 +426,20 @@ def test_deep_copy_of_a_flattened_model_is_not_flattened() -> None:
     _close(m1, m2, (0, 0))
 
 
+def test_unchecked_links_are_not_repaired() -> None:
+    m = _model()
+    flat = fot.flatten(m, check_links=False)
+    opt = fot.SGD(m.parameters(), lr=0.1)
+    w = m[0].weight
+    w.grad = torch.ones_like(w)  # rebinds: the arena's grad stays zero
+    before = w.detach().clone()
+    opt.step()
+    assert torch.equal(w.detach(), before) and not flat.arena.grad.any()
+    flat.check_links = True
+    opt.step()
+    torch.testing.assert_close(w.detach(), before - 0.1)
+
+
 def test_flatten_refuses_mixed_dtypes_and_twice() -> None:
     m = _model()
     m[2].double()
@@ -456,6 +470,7 @@ def test_bench_torch_times_every_implementation_side_by_side(monkeypatch: Any) -
         "ferroptim",
         "ferroptim, new grads",
         "ferroptim flattened",
+        "flattened, unchecked",
     }
     assert min(rows[0]["counts"].values()) >= 3
     assert "| tiny |" in bench_torch.table(rows)
