@@ -8,6 +8,7 @@ of each rank. argv: steps [names...]
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 
@@ -83,6 +84,8 @@ def main() -> None:
                         "stage": stage,
                         "size": comm.size,
                         "param_rel": rel(arena.data, ref_arena.data),
+                        "digest": hashlib.sha256(arena.data.tobytes()).hexdigest(),
+                        "size_elements": int(arena.size),
                         "state_rel": sdiff,
                         "same_keys": bool(same_keys),
                         "updates": opt.num_updates,

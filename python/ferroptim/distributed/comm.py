@@ -30,6 +30,7 @@ from ferroptim.exceptions import HyperparameterError
 
 __all__ = ["Comm", "DistributedError", "chunk_bounds", "mpi_available"]
 
+_HELLO = 99  # tag of the "I am stuck here too" messages after a timeout
 _OPS: dict[str, Callable[..., Any]] = {"sum": np.add, "max": np.maximum}
 
 
@@ -77,6 +78,7 @@ class Comm:
         self.timeout = float(timeout)
         #: Bytes this rank has sent through the collectives, in total.
         self.bytes_sent = 0
+        self._seq = 0  # collectives started so far, named in timeout messages
         self._MPI = MPI
 
     # -- plumbing ---------------------------------------------------------
@@ -88,14 +90,35 @@ class Comm:
         pause = 0.0
         while not MPI.Request.Testall(requests):
             if time.monotonic() > deadline:
+                suspects = self._suspects()
                 self.abort(
-                    f"no message from rank {peer} for {self.timeout:g} s during {what}: "
-                    f"rank {peer} died or hangs"
+                    f"collective {self._seq} ({what}) waited {self.timeout:g} s for rank "
+                    f"{peer}; rank(s) {suspects or [peer]} never reached it: died or hang"
                 )
             # Back off to at most 1 ms, so that waiting ranks leave the cores
             # to the ranks that are still computing.
             time.sleep(pause)
             pause = min(pause * 2 or 1e-5, 1e-3)
+
+    def _suspects(self) -> list[int]:
+        """The ranks that do not answer: every live rank stuck in the same
+        collective times out too and announces itself; the silent ones are
+        dead or hung (in a ring, the peer a rank waits on may itself be
+        waiting on the culprit)."""
+        MPI = self._MPI
+        others = [p for p in range(self.size) if p != self.rank]
+        for p in others:
+            self.comm.isend(self._seq, dest=p, tag=_HELLO)
+        seen = {self.rank}
+        deadline = time.monotonic() + min(self.timeout, 5.0)
+        status = MPI.Status()
+        while time.monotonic() < deadline and len(seen) < self.size:
+            while self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=_HELLO, status=status):
+                source = status.Get_source()
+                self.comm.recv(source=source, tag=_HELLO)
+                seen.add(source)
+            time.sleep(0.01)
+        return [p for p in others if p not in seen]
 
     def abort(self, message: str, code: int = 1) -> None:
         """Prints ``message`` naming this rank on stderr and aborts every rank."""
@@ -120,6 +143,7 @@ class Comm:
         chunk ``rank`` reduced over every rank; the other chunks hold partial sums."""
         N, r = self.size, self.rank
         bounds = chunk_bounds(buf.size, N)
+        self._seq += 1
         if N == 1:
             return bounds[0]
         combine = _OPS[op]
@@ -136,6 +160,7 @@ class Comm:
     def allgather(self, buf: np.ndarray) -> None:
         """Ring all-gather in place: chunk ``r`` of rank ``r`` reaches every rank."""
         N, r = self.size, self.rank
+        self._seq += 1
         if N == 1:
             return
         bounds = chunk_bounds(buf.size, N)
