@@ -453,7 +453,7 @@ def test_flatten_refuses_mixed_dtypes_and_twice() -> None:
 
 def test_help_reads() -> None:
     doc = fot.AdamW.__doc__ or ""
-    assert "Parameters" in doc and "weight_decay : default 0.01" in doc
+    assert "Parameters" in doc and "weight_decay : float, default 0.01" in doc
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fot.SGD([torch.zeros(1, requires_grad=True)])

@@ -360,6 +360,17 @@ def _runs(gid: int, items: list[tuple[int, Any, str]]) -> list[Entry]:
     return entries
 
 
+def _kind(default: Any) -> str:
+    """The numpydoc type of a hyperparameter, from its default."""
+    if default is None:
+        return "bool or None"
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, tuple):
+        return "tuple[float, float]"
+    return "float"
+
+
 def _make(spec: Spec) -> type[TorchOptimizer]:
     P = inspect.Parameter
     sig = inspect.Signature(
@@ -389,7 +400,7 @@ def _make(spec: Spec) -> type[TorchOptimizer]:
         "    Tensors, (name, tensor) pairs or param-group dicts.",
     ]
     for name, default in spec.positional + spec.keyword:
-        lines += [f"{name} : default {default!r}", f"    {DOCS[name]}"]
+        lines += [f"{name} : {_kind(default)}, default {default!r}", f"    {DOCS[name]}"]
     cls = type(
         spec.name,
         (TorchOptimizer,),
