@@ -210,3 +210,18 @@ def test_errors(torch: Any) -> None:
     model.module.double()  # cuts the params from the arena
     with pytest.raises(ParamError, match="no longer lives in the arena"):
         model.forward(_data()[0])
+
+
+def test_integer_inputs_pass_as_they_are(torch: Any) -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Flatten(), torch.nn.Linear(8, 2))
+    model = TorchModel(net)
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 10, (64, 2))
+    y = (X[:, 0] > X[:, 1]).astype(np.int64)  # learnable from the two token ids
+    trainer = Trainer(model, fo.AdamW(model.arena, lr=0.05), batch_size=16, verbose=0)
+    trainer.fit(X, y, epochs=30)
+    assert trainer.evaluate(X, y)["loss"] < 0.5 * trainer.history["loss"][0]
+    # Floating inputs in another dtype are cast to the params' dtype.
+    lin = TorchModel(torch.nn.Linear(3, 1))
+    assert lin.forward(np.ones((2, 3), np.float64)).dtype == np.float32

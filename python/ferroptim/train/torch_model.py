@@ -175,6 +175,8 @@ class TorchModel:
         self.module = module
         self.dtype = np_dtype
         self._params = named
+        # The arena's buffers never move: their addresses identify the views.
+        self._addresses = {name: self.arena.params[name].ctypes.data for name, _ in named}
         self._grad_views = {}
         for name, p in named:
             p.data = torch.from_numpy(self.arena.params[name])
@@ -186,8 +188,7 @@ class TorchModel:
 
     def _check_views(self) -> None:
         for name, p in self._params:
-            view = self.arena.params[name]
-            if p.data.data_ptr() != view.ctypes.data or p.dtype != self._grad_views[name].dtype:
+            if p.data_ptr() != self._addresses[name] or p.dtype != self._grad_views[name].dtype:
                 raise ParamError(
                     f"param {name!r} of the module no longer lives in the arena (was the "
                     "module moved or converted with .to()/.double()?); build a new TorchModel"
