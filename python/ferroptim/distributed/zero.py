@@ -249,6 +249,10 @@ class DistributedOptimizer:
         return self.optimizer.param_groups
 
     @property
+    def _engine_class(self) -> Any:  # schedules validate the values they write with it
+        return self.optimizer._engine_class
+
+    @property
     def _arena(self) -> Any:
         return self.arena
 
