@@ -217,20 +217,22 @@ class TorchOptimizer(torch.optim.Optimizer):
         return loss
 
     def _new_grads(self, grads: list[Any]) -> None:
-        views = {}
-        for k, (g, old) in enumerate(zip(grads, self._gcache)):
-            if g is old or g is None:
-                continue
-            try:  # the common case first: a CPU float grad that needs no autograd
-                views[k] = g.numpy()
-            except (AttributeError, TypeError, RuntimeError):
-                views[k] = self._grad_view(g, self._entries[self._single_pos[k]].members[0].label)
-        for k, g in enumerate(grads):
-            if g is None:
-                self._grads[self._single_pos[k]] = None
-            elif k in views:
-                self._grads[self._single_pos[k]] = views[k]
+        try:  # the common case, in one comprehension: CPU float grads without autograd
+            views = [None if g is None else g.numpy() for g in grads]
+        except (AttributeError, TypeError, RuntimeError):
+            views = [None if g is None else self._slow_view(g, k) for k, g in enumerate(grads)]
+        if len(self._single_pos) == len(self._grads):  # no arena runs: positions 0..n-1
+            self._grads = views
+        else:
+            for pos, v in zip(self._single_pos, views):
+                self._grads[pos] = v
         self._gcache = grads
+
+    def _slow_view(self, g: Any, k: int) -> Any:
+        try:
+            return g.numpy()
+        except (AttributeError, TypeError, RuntimeError):
+            return self._grad_view(g, self._entries[self._single_pos[k]].members[0].label)
 
     @staticmethod
     def _grad_view(g: Any, lab: str) -> Any:
