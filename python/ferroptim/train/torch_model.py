@@ -195,8 +195,16 @@ class TorchModel:
                 )
 
     def forward(self, X: np.ndarray, train: bool = False) -> np.ndarray:
-        """The module's output for ``X`` as a NumPy array (``train`` sets
-        ``module.train(train)``; only a training forward keeps the graph)."""
+        """The module's output for ``X`` as a NumPy array.
+
+        Parameters
+        ----------
+        X : numpy.ndarray
+            A batch of inputs (floating: cast to the params' dtype; integer: as is).
+        train : bool
+            Sets ``module.train(train)``; only a training forward keeps the
+            graph for :meth:`backward` (eval runs under ``torch.no_grad()``).
+        """
         torch = _torch()
         self._check_views()
         x = _input(torch, X, self.dtype)
@@ -211,8 +219,14 @@ class TorchModel:
         return self._out.detach().numpy()
 
     def backward(self, grad_out: np.ndarray) -> None:
-        """Backpropagates ``dL/d(output)`` of the last training forward; the
-        grads land in ``arena.grads`` (overwritten, not accumulated)."""
+        """Backpropagates through the last training forward; the grads land in
+        ``arena.grads`` (overwritten, not accumulated).
+
+        Parameters
+        ----------
+        grad_out : numpy.ndarray
+            ``dL/d(output)``, the shape of that forward's output.
+        """
         torch = _torch()
         if self._out is None:
             raise RuntimeError("backward needs a forward(X, train=True) first")
@@ -244,7 +258,13 @@ class TorchModel:
         return {"torch_rng": torch.get_rng_state().numpy().copy(), "buffers": buffers}
 
     def set_rng_state(self, state: Mapping[str, Any]) -> None:
-        """Restores :meth:`get_rng_state`; checks everything before changing anything."""
+        """Restores :meth:`get_rng_state`; checks everything before changing anything.
+
+        Parameters
+        ----------
+        state : dict
+            ``{"torch_rng": uint8 array, "buffers": {name: array}}``.
+        """
         torch = _torch()
         if not isinstance(state, Mapping) or not {"torch_rng", "buffers"} <= set(state):
             raise ValueError("model state: expected a dict with 'torch_rng' and 'buffers'")
