@@ -415,6 +415,30 @@ def test_flattened_links_repair_after_model_zero_grad_and_data_swap() -> None:
     assert np.shares_memory(m2[0].weight.detach().numpy(), flat.arena.data)
 
 
+def test_flattened_params_across_groups_and_mixed_with_plain_ones() -> None:
+    def groups(m: Any) -> list[dict[str, Any]]:
+        named = list(m.named_parameters())
+        return [
+            {"params": [p for n, p in named if n.endswith("weight")]},
+            {"params": [p for n, p in named if n.endswith("bias")], "weight_decay": 0.0},
+        ]
+
+    m1, m2, m3 = _model(), _model(), _model()
+    fot.flatten(m2)  # the whole model: two groups, each cut into runs
+    fot.flatten(m3[2])  # part of it: runs and single tensors in one optimizer
+    opts = [fot.AdamW(groups(m), lr=0.01, weight_decay=0.1) for m in (m1, m2, m3)]
+    assert [len(o._entries) for o in opts] == [4, 4, 4]
+    for m, o in zip((m1, m2, m3), opts):
+        _train(m, o, 4)
+    _close(m1, m2, (0, 0))
+    _close(m1, m3, (0, 0))
+    sds = [o.state_dict() for o in opts]
+    for sd in sds[1:]:
+        for i, st in sds[0]["state"].items():
+            for k, v in st.items():
+                assert torch.equal(sd["state"][i][k], v), (i, k)
+
+
 def test_deep_copy_of_a_flattened_model_is_not_flattened() -> None:
     m1 = _model()
     fot.flatten(m1)
