@@ -13,8 +13,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ferroptim import registry
 from ferroptim.train.cli import (
-    DEFAULT_LR,
     RESUME_MAY_CHANGE,
     UsageError,
     _floats,
@@ -40,7 +40,8 @@ def _canonical(args: argparse.Namespace, key: str) -> Any:
     value = getattr(args, key)
     try:
         if key == "lr" and value is None:
-            return DEFAULT_LR.get(args.optimizer)
+            info = registry.optimizers().get(args.optimizer)
+            return info.default_lr if info is not None else None
         if key == "hidden":
             return _widths(value)
         if key == "betas" and value is not None:
