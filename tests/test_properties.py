@@ -260,6 +260,61 @@ def test_bad_state_dict_changes_nothing(how: str, before: int, after: int, data:
     check_failure(run, after, lambda: ((lambda: run.opt.load_state_dict(bad)), None))
 
 
+GROUP_FAULTS = ["bad_value", "same_array", "overlapping_view", "empty", "int_dtype", "mixed"]
+
+
+@pytest.mark.parametrize("fault", GROUP_FAULTS)
+@EACH
+@given(before=st.integers(0, 5), after=st.integers(1, 3), data=st.data())
+def test_bad_add_param_group_changes_nothing(
+    fault: str, before: int, after: int, data: Any
+) -> None:
+    """A refused group registers nothing: later steps still take the old params' grads."""
+    s = data.draw(setups())
+    run = Run(s)
+    run.steps(before)
+    held = run.param_list()
+    target = data.draw(st.integers(0, len(held) - 1), label="target param")
+    fresh: Any = [np.ones(2, s.dtype)]
+    if s.layout in ("named", "arena"):
+        fresh = {"fresh": fresh[0]}
+    group: dict[str, Any] = {"params": fresh}
+    if fault == "bad_value":
+        key, value = data.draw(st.sampled_from([kv for kv in BAD_VALUES if kv[0] in s.hypers]))
+        group[key] = value
+    elif fault in ("same_array", "overlapping_view"):
+        assume(s.layout != "arena" and held[target].size > 0)
+        p = held[target] if fault == "same_array" else held[target].reshape(-1)[:1]
+        group["params"] = {"fresh": p} if s.layout == "named" else [np.ones(2, s.dtype), p]
+    elif fault == "empty":
+        group["params"] = {} if s.layout in ("named", "arena") else []
+    elif fault == "int_dtype":
+        ints = np.ones(2, np.int64)
+        group["params"] = {"fresh": ints} if s.layout == "named" else [ints]
+    else:  # unnamed arrays into a named or arena-built optimizer, or the other way round
+        group["params"] = [np.ones(2, s.dtype)] if isinstance(fresh, dict) else {"fresh": fresh[0]}
+    check_failure(run, after, lambda: ((lambda: run.opt.add_param_group(group)), None))
+
+
+@EACH
+@given(s=setups(), before=st.integers(0, 5), after=st.integers(1, 3), load=st.booleans())
+def test_refused_inside_averaged_params_changes_nothing(
+    s: Setup, before: int, after: int, load: bool
+) -> None:
+    """``step``/``load_state_dict`` inside ``averaged_params()`` are refused, and
+    the training weights come back on exit."""
+    assume("ema_decay" in s.options or "ema_equal_weights" in s.options)
+    run = Run(s)
+    run.steps(before)
+    grads, sd = run.grads(run.calls), run.opt.state_dict()
+
+    def call() -> None:
+        with run.opt.averaged_params():
+            run.opt.load_state_dict(sd) if load else run.pass_grads(grads)
+
+    check_failure(run, after, lambda: (call, None))
+
+
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
 def test_every_class_has_a_bad_value(cls: type) -> None:
     """The group-value fault reaches every class: each has keys in BAD_VALUES."""
