@@ -17,18 +17,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import ferroptim as fo
 from strategies import BIG_SHAPE, Run, Setup, bits, setups
 
-PROPERTY = settings(
-    max_examples=250,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow],  # the composite Setup draw is large
-)
+# As in test_properties.py: reproducible examples, no deadline on a loaded machine.
+PROPERTY = settings(max_examples=250, deadline=None, derandomize=True)
 
 
 @pytest.fixture(scope="module")
