@@ -2,11 +2,13 @@
 
 Over every optimizer class and step option (tests/strategies.py), a call that
 fails -- a bad grad, a bad param-group value, a read-only param, a bad
-state_dict -- must raise one of the package's exceptions and leave params,
-state, accumulation buffers and counters bitwise as they were. Hypothesis
-picks the failure's kind, the param it hits and the call it lands on within an
-accumulation cycle; a clean run without the failure must then end bitwise
-equal to the faulted one after both take the same further steps.
+state_dict, a bad add_param_group, a step inside averaged_params() -- must
+raise one of the package's exceptions and leave params, state, accumulation
+buffers and counters bitwise as they were. Each kind of fault is a pytest
+parameter (its own example budget); hypothesis picks the run, the param the
+fault hits and the call it lands on within an accumulation cycle. A clean run
+without the fault must then end bitwise equal to the faulted one after both
+take the same further steps.
 """
 
 from __future__ import annotations
