@@ -166,3 +166,42 @@ def test_a_lost_rank_stops_every_rank_and_the_checkpoint_resumes(tmp_path, fault
     opt.load_state_dict(saved["optimizer"])
     arena.grad[...] = 1.0
     assert opt.step() and opt.step_counts == [4] * 4
+
+
+def test_train_distributed_rank0_writes_and_a_single_process_resumes(tmp_path):
+    from ferroptim.train import checkpoint
+
+    out = tmp_path / "run"
+    flags = ["--dataset", "iris", "--hidden", "8", "--epochs", "2", "--batch-size", "16"]
+    proc = mpirun(
+        2,
+        sys.executable,
+        "-m",
+        "ferroptim.distributed.train",
+        "--distributed",
+        "--zero-stage",
+        "2",
+        *flags,
+        "--out",
+        out,
+        timeout=240,
+    )
+    # Rank 0 alone shows progress and the last line; every file is written once.
+    assert proc.stdout.count("test accuracy") == 1, proc.stdout
+    assert "on 2 ranks (ZeRO stage 2)" in proc.stdout
+    assert {p.name for p in out.iterdir()} >= {"history.csv", "last.npz", "best.npz", "curves.png"}
+    state = checkpoint.load(out / "last.npz")
+    # The single-process format: the optimizer's own class, name-keyed state.
+    assert state["optimizer_class"] == "AdamW"
+    assert state["config"]["argv"] == [*flags, "--out", str(out)]
+    assert set(state["optimizer"]["state"]) == set(state["layout"])
+    env = {**os.environ, "OMPI_MCA_rmaps_base_oversubscribe": "1"}
+    again = subprocess.run(
+        [sys.executable, "-m", "ferroptim", "train", "--resume", str(out), "--epochs", "3"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    assert again.returncode == 0, again.stderr
+    assert checkpoint.load(out / "last.npz")["epoch"] == 3

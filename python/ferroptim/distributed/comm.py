@@ -19,6 +19,7 @@ after :meth:`Comm.reduce_scatter` rank ``r`` holds the reduced chunk ``r``.
 
 from __future__ import annotations
 
+import pickle
 import sys
 import time
 from collections.abc import Callable
@@ -157,13 +158,14 @@ class Comm:
             combine(buf[rlo:rhi], recv, out=buf[rlo:rhi])
         return bounds[r]
 
-    def allgather(self, buf: np.ndarray) -> None:
-        """Ring all-gather in place: chunk ``r`` of rank ``r`` reaches every rank."""
+    def allgather(self, buf: np.ndarray, bounds: list[tuple[int, int]] | None = None) -> None:
+        """Ring all-gather in place: chunk ``r`` of rank ``r`` (``bounds[r]``,
+        default :func:`chunk_bounds`) reaches every rank."""
         N, r = self.size, self.rank
         self._seq += 1
         if N == 1:
             return
-        bounds = chunk_bounds(buf.size, N)
+        bounds = bounds or chunk_bounds(buf.size, N)
         right, left = (r + 1) % N, (r - 1) % N
         for s in range(N - 1):
             slo, shi = bounds[(r - s) % N]
@@ -191,12 +193,23 @@ class Comm:
         return buf[: local.size].copy()
 
     def bcast(self, obj: Any, root: int = 0) -> Any:
-        """``obj`` of ``root`` on every rank (pickled)."""
-        return self.comm.bcast(obj, root=root)
+        """``obj`` of ``root`` on every rank (pickled; with the timeout)."""
+        return self.allgather_objects(obj if self.rank == root else None)[root]
 
     def allgather_objects(self, obj: Any) -> list[Any]:
-        """Every rank's ``obj``, in rank order, on every rank (pickled)."""
-        return self.comm.allgather(obj)
+        """Every rank's ``obj``, in rank order, on every rank (pickled; through
+        the ring, so with the timeout and counted)."""
+        data = np.frombuffer(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
+        sizes = np.zeros(self.size)
+        sizes[self.rank] = data.size
+        sizes = self.allreduce_values(sizes).astype(np.int64)
+        ends = np.cumsum(sizes)
+        bounds = [(int(e - s), int(e)) for s, e in zip(sizes, ends)]
+        buf = np.empty(int(ends[-1]), np.uint8)
+        lo, hi = bounds[self.rank]
+        buf[lo:hi] = data
+        self.allgather(buf, bounds)
+        return [pickle.loads(buf[a:b].tobytes()) for a, b in bounds]
 
     def barrier(self) -> None:
         """Waits for every rank, with the timeout of the collectives."""

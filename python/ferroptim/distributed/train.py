@@ -21,9 +21,31 @@ import numpy as np
 from ferroptim.distributed.sampler import local_part
 from ferroptim.distributed.zero import DistributedOptimizer
 from ferroptim.train import checkpoint
+from ferroptim.train.callbacks import Callback
 from ferroptim.train.trainer import FunctionModel, Trainer
 
 __all__ = ["DistributedTrainer", "train_main"]
+
+
+class RootOnly(Callback):
+    """Runs ``callback`` on rank 0 alone (files, plots), while every rank keeps
+    the same list of stateful callbacks, as a checkpoint expects."""
+
+    def __init__(self, callback: Callback, rank: int) -> None:
+        self.callback, self.rank = callback, rank
+
+    def __getattribute__(self, name: str) -> Any:
+        if name.startswith("on_") and object.__getattribute__(self, "rank") != 0:
+            return lambda *args, **kw: None
+        if name.startswith("on_"):
+            return getattr(object.__getattribute__(self, "callback"), name)
+        return object.__getattribute__(self, name)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.callback.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.callback.load_state_dict(state)
 
 
 class DistributedTrainer(Trainer):
@@ -192,12 +214,16 @@ def _run(args: Any, argv: list[str], comm: Any) -> int:
     callbacks.append(C.TerminateOnNaN())
     if args.out:
         out = Path(args.out)
-        callbacks.append(C.ModelCheckpoint(out, monitor="val_loss"))  # every rank: collective
-        if comm.rank == 0:
-            callbacks += [
-                C.CSVLogger(out / "history.csv"),
+        # The single-process order (a checkpoint keeps callback states by
+        # position); the checkpoint callback runs on every rank: it gathers.
+        callbacks += [
+            RootOnly(C.CSVLogger(out / "history.csv"), comm.rank),
+            C.ModelCheckpoint(out, monitor="val_loss"),
+            RootOnly(
                 C.PlotHistory(out / "curves.png", title=cli._title(run, optimizer, data)),
-            ]
+                comm.rank,
+            ),
+        ]
     classification = data.task == "classification"
     trainer = DistributedTrainer(
         model,
@@ -270,8 +296,11 @@ def train_main(argv: list[str] | None = None) -> int:
     try:
         return _run(args, argv, comm)
     except UsageError as err:
-        if comm.rank == 0:
+        if comm.size == 1:
             print(f"ferroptim train: error: {err}", file=sys.stderr)
+            return 2
+        # The other ranks may be inside a collective already: stop them all.
+        comm.abort(f"ferroptim train: error: {err}", 2)
         return 2
 
 
