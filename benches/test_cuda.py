@@ -2,7 +2,7 @@
 
 Skipped without a GPU. Each round is one step followed by a device
 synchronize, so the time is the step's, not its launch's. The same cases and
-implementations as `ferroptim bench --cuda` (see :mod:`ferroptim.cuda.bench`),
+implementations as `ferroptim bench --cuda` (see :mod:`ferroptim.bench_cuda`),
 which also reports the bandwidth roofline.
 """
 
@@ -17,7 +17,7 @@ import cupy  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ferroptim import bench  # noqa: E402
-from ferroptim.cuda import bench as cuda_bench  # noqa: E402
+from ferroptim import bench_cuda as cuda_bench  # noqa: E402
 
 CASES = {c.name: c for c in cuda_bench.cases()}
 IMPLS = {

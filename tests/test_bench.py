@@ -7,8 +7,7 @@ run, not from tests.
 import numpy as np
 import pytest
 
-import ferroptim as fo
-from ferroptim import bench, bench_report
+from ferroptim import bench, bench_report, registry
 
 
 def test_numpy_reference_matches_ferroptim():
@@ -18,7 +17,7 @@ def test_numpy_reference_matches_ferroptim():
         np_params, np_grads = bench._data(case)
         step_np = bench.numpy_impl(opt, case, (np_params, np_grads))
         params, grads = bench._data(case)
-        o = getattr(fo, bench.FO_CLASS[opt])(params, **bench.HYPER[opt])
+        o = registry.get(opt).cls(params, **bench.HYPER[opt])
         for _ in range(3):
             step_np()
             o.step(grads)
@@ -205,3 +204,50 @@ def test_table_shows_spread_and_a_torch_foreach_column():
     assert cells[-3:] == ["-", "4.00x", "-"]
     assert "note: " not in bench.legend(rows)
     assert "1 of 1 rows are noisy" in bench.legend([row("numpy", [1.0, 9.0, 3.0])])
+
+
+def test_byte_counts_come_from_the_optimizers_state():
+    """The hand-counted table of the docstring, now counted from each optimizer's state."""
+    assert {o: bench.BYTES_PER_PARAM[o] for o in bench.DEFAULT_OPTIMIZERS} == {
+        "sgd": 20,
+        "adam": 28,
+        "adamw": 28,
+        "rmsprop": 20,
+    }
+    assert bench.fused_bytes_per_param("adadelta") == 28  # square_avg, acc_delta
+    assert bench.fused_bytes_per_param("lion") == 20  # exp_avg
+
+
+def test_every_registry_optimizer_can_be_benched():
+    """ferroptim's columns for every registry optimizer; NumPy's for the hand-written four;
+    torch's only where torch.optim has the class."""
+    rows = bench.run(
+        optimizers=list(registry.names()),
+        budget=0.0,
+        case_names=["1 x 100 f32"],
+        impls=["ferroptim", "ferroptim arena", "numpy"],
+        quiet=True,
+    )
+    for opt in registry.names():
+        impls = [r.impl for r in rows if r.optimizer == opt]
+        numpy = ["numpy"] if opt in bench.NUMPY_BYTES_PER_PARAM else []
+        assert impls == ["ferroptim", "ferroptim arena", *numpy], opt
+    assert bench.torch_impl("lion", bench.Case("1 x 10", [(10,)]), "loop") is None
+
+
+def test_cli_bench_accepts_any_registry_name(monkeypatch):
+    from ferroptim import cli
+
+    seen = {}
+
+    def fake_main(optimizers, *args, **kwargs):
+        seen["optimizers"] = optimizers
+        return 0
+
+    monkeypatch.setattr(bench, "main", fake_main)
+    assert cli.main(["bench", "--optimizers", "lion,adadelta"]) == 0
+    assert seen["optimizers"] == ["lion", "adadelta"]
+    assert cli.main(["bench"]) == 0
+    assert seen["optimizers"] == list(bench.DEFAULT_OPTIMIZERS)
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--optimizers", "nope"])

@@ -568,7 +568,7 @@ def test_kernel_source_compiles_under_nvrtc():
 @pytest.mark.skipif(not emulate.available(), reason="no C++ compiler for the CUDA emulation")
 def test_cuda_bench_driver_on_the_emulated_device():
     from ferroptim import bench
-    from ferroptim.cuda import bench as cuda_bench
+    from ferroptim import bench_cuda as cuda_bench
 
     assert cuda_bench.cases()[-1].numel == 100_000_000
     rows = cuda_bench.run(

@@ -26,6 +26,11 @@ Adam / AdamW       read p, g, m, v; write p, m, v         28
 RMSprop            read p, g, sq; write p, sq             20
 =================  =====================================  =====
 
+Every optimizer of :mod:`ferroptim.registry` can be timed; its byte count comes
+from the state arrays it keeps (:func:`fused_bytes_per_param`). The NumPy
+column exists for the four above; torch's columns for the optimizers torch.optim
+has, in the modes it has.
+
 The NumPy implementation cannot fuse its ufuncs: each one streams whole
 arrays through memory, so it moves ``NUMPY_BYTES_PER_PARAM`` bytes per param
 (counted ufunc by ufunc in :func:`numpy_impl`) on one thread. On a
@@ -35,6 +40,7 @@ any fused kernel can be.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import statistics
@@ -47,12 +53,27 @@ from typing import Any
 import numpy as np
 
 import ferroptim as fo
+from ferroptim import registry
 from ferroptim.bench_report import Row, Spread, legend, main, scaling_table, table
 
 __all__ = ["Case", "Plan", "Row", "Spread", "cases", "legend", "main", "measure", "run"]
 __all__ += ["scaling", "scaling_table", "table"]
 
-BYTES_PER_PARAM = {"sgd": 20, "adam": 28, "adamw": 28, "rmsprop": 20}
+# The optimizers timed when none are named (every registry name may be named).
+DEFAULT_OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+
+
+@functools.cache
+def fused_bytes_per_param(opt: str) -> int:
+    """Float32 bytes a fused step moves per param: p and g read, p written, and each
+    state array the optimizer keeps (with the bench's settings) read and written."""
+    info = registry.get(opt)
+    o = info.cls([np.zeros(1, np.float32)], lr=1e-3, **_SETTINGS.get(opt, {}))
+    o.step([np.ones(1, np.float32)])
+    arrays = sum(isinstance(v, np.ndarray) for v in o.state_dict()["state"][0].values())
+    return 4 * (3 + 2 * arrays)
+
+
 # What numpy_impl's ufuncs stream per float32 param (reads + writes, in order):
 #   sgd:     s0*=m 8, s0+=g 12, tmp=-lr*s0 8, p+=tmp 12                      = 40
 #   rmsprop: s0*=a 8, tmp=g*g 8, tmp*=c 8, s0+=tmp 12, sqrt 8, +eps 8,
@@ -118,13 +139,13 @@ def cases(full: bool) -> list[Case]:
 
 # ---------------------------------------------------------------- optimizers
 
-HYPER = {
-    "sgd": {"lr": 1e-3, "momentum": 0.9},
-    "adam": {"lr": 1e-3},
-    "adamw": {"lr": 1e-3, "weight_decay": 1e-2},
-    "rmsprop": {"lr": 1e-3},
-}
-FO_CLASS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}
+# The settings of the timed steps: lr 1e-3 for every optimizer, plus these.
+_SETTINGS: dict[str, dict[str, float]] = {"sgd": {"momentum": 0.9}, "adamw": {"weight_decay": 1e-2}}
+HYPER = {name: {"lr": 1e-3, **_SETTINGS.get(name, {})} for name in registry.names()}
+FO_CLASS = {name: info.cls.__name__ for name, info in registry.optimizers().items()}
+# The default optimizers' counts (sgd 20, adam 28, adamw 28, rmsprop 20); any
+# other: fused_bytes_per_param.
+BYTES_PER_PARAM = {name: fused_bytes_per_param(name) for name in DEFAULT_OPTIMIZERS}
 
 
 # The random arrays of the case being timed: drawing them once and copying
@@ -147,7 +168,7 @@ def _data(case: Case, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]
 
 def fo_list(opt: str, case: Case) -> Callable[[], None]:
     params, grads = _data(case)
-    o = getattr(fo, FO_CLASS[opt])(params, **HYPER[opt])
+    o = registry.get(opt).cls(params, **HYPER[opt])
     return lambda: o.step(grads)
 
 
@@ -156,17 +177,20 @@ def fo_arena(opt: str, case: Case) -> Callable[[], None]:
     arena = fo.ParamArena.from_arrays({f"p{i}": p for i, p in enumerate(params)})
     for i, g in enumerate(grads):
         arena.grads[f"p{i}"][...] = g
-    o = getattr(fo, FO_CLASS[opt])(arena, **HYPER[opt])
+    o = registry.get(opt).cls(arena, **HYPER[opt])
     return o.step
 
 
 def numpy_impl(
     opt: str, case: Case, data: tuple[list[np.ndarray], list[np.ndarray]] | None = None
-) -> Callable[[], None]:
+) -> Callable[[], None] | None:
     """A careful in-place NumPy implementation (ufuncs with out=, one scratch buffer).
 
-    Updates ``data``'s params (default: the case's own random arrays).
+    Updates ``data``'s params (default: the case's own random arrays). None for an
+    optimizer without a hand-written NumPy version (see ``NUMPY_BYTES_PER_PARAM``).
     """
+    if opt not in NUMPY_BYTES_PER_PARAM:
+        return None
     params, grads = data if data is not None else _data(case)
     h = HYPER[opt]
     lr = h["lr"]
@@ -218,9 +242,10 @@ def torch_impl(opt: str, case: Case, mode: str) -> Callable[[], None] | None:
         import torch
     except ImportError:
         return None
-    cls = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}[opt]
-    if mode == "fused" and opt == "rmsprop":
-        return None  # torch has no fused RMSprop
+    # ferroptim's optimizers are torch's under the same class name and keywords.
+    cls = getattr(torch.optim, registry.get(opt).cls.__name__, None)
+    if cls is None:
+        return None  # torch.optim has none of that name (Lion)
     params, grads = _data(case)
     tensors = []
     for p, g in zip(params, grads):
@@ -228,7 +253,10 @@ def torch_impl(opt: str, case: Case, mode: str) -> Callable[[], None] | None:
         t.grad = torch.from_numpy(g)
         tensors.append(t)
     flags = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
-    o = getattr(torch.optim, cls)(tensors, **HYPER[opt], **flags[mode])
+    try:
+        o = cls(tensors, **HYPER[opt], **flags[mode])
+    except (RuntimeError, TypeError, ValueError):
+        return None  # a mode torch lacks for it (no fused RMSprop)
     return o.step
 
 
@@ -433,7 +461,7 @@ def run(
                 fns[ROOFLINE] = roofline_fn(case.numel * width)
                 times = measure(fns, min_rounds=min_rounds, deadline=deadline, clock=clock)
                 roof = 12 * width * case.numel / statistics.median(times.pop(ROOFLINE)) / 1e9
-                bpp = BYTES_PER_PARAM[opt] * width
+                bpp = fused_bytes_per_param(opt) * width
                 for name, ts in times.items():
                     rows.append(
                         Row(

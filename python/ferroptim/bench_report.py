@@ -202,7 +202,7 @@ def main(
         Seconds, monotonic (a fake one in tests).
     """
     from ferroptim import bench
-    from ferroptim.bench import BYTES_PER_PARAM, NUMPY_BYTES_PER_PARAM
+    from ferroptim.bench import NUMPY_BYTES_PER_PARAM, fused_bytes_per_param
 
     try:
         import torch
@@ -233,13 +233,14 @@ def main(
         " setup included"
     )
     rows = bench.run(optimizers, full=full, case_names=names, quiet=quiet, plan=plan, clock=clock)
+    streams = ", ".join(
+        f"{opt} {NUMPY_BYTES_PER_PARAM[opt]} B/param (fused: {fused_bytes_per_param(opt)})"
+        for opt in optimizers
+        if opt in NUMPY_BYTES_PER_PARAM  # the others have no NumPy version
+    )
     print(
         "roofline: in-place a += b over the case's bytes (12 B per float32), same run;\n"
-        "NumPy streams "
-        + ", ".join(
-            f"{opt} {NUMPY_BYTES_PER_PARAM[opt]} B/param (fused: {BYTES_PER_PARAM[opt]})"
-            for opt in optimizers
-        )
+        + (f"NumPy streams {streams}" if streams else "no NumPy version of these optimizers")
         + "\n"
     )
     print(table(rows))
@@ -248,7 +249,7 @@ def main(
     if threads:
         print("\nthread scaling, adam, 1 x 16M float32:\n")
         points_ = bench.scaling("adam", SCALING_NUMEL, plan=plan, clock=clock)
-        print(scaling_table(points_, "adam", SCALING_NUMEL, BYTES_PER_PARAM["adam"]))
+        print(scaling_table(points_, "adam", SCALING_NUMEL, fused_bytes_per_param("adam")))
     took = plan.elapsed()
     print(f"\ntook {took:.1f} s (time budget {time_budget:.0f} s)")
     if took > 1.2 * time_budget + 5:

@@ -26,9 +26,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 def _bench_description() -> str:
     from ferroptim import bench_report as report
-    from ferroptim.bench import BYTES_PER_PARAM, cases
+    from ferroptim.bench import DEFAULT_OPTIMIZERS, cases
 
-    n_opt = len(BYTES_PER_PARAM)
+    n_opt = len(DEFAULT_OPTIMIZERS)
     shapes, full = cases(False), cases(True)
     quick = len(report.QUICK_CASES) * len(report.QUICK_OPTIMIZERS)
     paragraphs = [
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--optimizers",
-        help="comma-separated, among sgd, adam, adamw, rmsprop "
+        help="comma-separated, any of ferroptim.registry.names() "
         "(default: all four; adam,rmsprop with --quick)",
     )
     bench.add_argument(
@@ -102,15 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from ferroptim import bench, bench_report
+    from ferroptim import bench, bench_report, registry
 
     if args.optimizers is None:
-        optimizers = list(bench_report.QUICK_OPTIMIZERS if args.quick else bench.BYTES_PER_PARAM)
+        optimizers = list(bench_report.QUICK_OPTIMIZERS if args.quick else bench.DEFAULT_OPTIMIZERS)
     else:
         optimizers = [o.strip().lower() for o in args.optimizers.split(",") if o.strip()]
-    unknown = sorted(set(optimizers) - set(bench.BYTES_PER_PARAM))
+    unknown = sorted(set(optimizers) - set(registry.names()))
     if unknown or not optimizers:
-        parser.error(f"--optimizers: unknown {unknown}; choose from sgd, adam, adamw, rmsprop")
+        known = ", ".join(registry.names())
+        parser.error(f"--optimizers: unknown {unknown}; choose from {known}")
     for flag in ("budget", "time_budget"):
         value = getattr(args, flag)
         if value is not None and not value > 0:  # also refuses nan
@@ -118,7 +119,7 @@ def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.quick and args.full:
         parser.error("--quick and --full: choose one")
     if args.cuda:
-        from ferroptim.cuda import bench as cuda_bench
+        from ferroptim import bench_cuda as cuda_bench
 
         # The CUDA bench times each case for a budget, setup not included.
         jobs = len(cuda_bench.cases()) * len(optimizers)

@@ -37,7 +37,15 @@ from ferroptim.tune.config import (
     check,
 )
 from ferroptim.tune.report import figures, train_command, write_outputs
-from ferroptim.tune.space import DEFAULT_SPACE, PARAMS, Spec, load_space, suggest, train_argv
+from ferroptim.tune.space import (
+    DEFAULT_SPACE,
+    PARAMS,
+    Spec,
+    load_space,
+    suggest,
+    train_argv,
+    train_config,
+)
 from ferroptim.tune.study import make_pruner, make_sampler, make_storage, objective, search
 
 __all__ = [
@@ -64,6 +72,7 @@ __all__ = [
     "suggest",
     "train_argv",
     "train_command",
+    "train_config",
     "write_outputs",
 ]
 

@@ -17,6 +17,13 @@ DESCRIPTION = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump (exit code 2)
+        from ferroptim.train.build import UsageError
+
+        raise UsageError(message)
+
+
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each flag's default; says nothing for flags without one."""
 
@@ -27,8 +34,6 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ferroptim.train.cli import _Parser
-
     p = _Parser(prog="ferroptim tune", description=DESCRIPTION, formatter_class=_Formatter)
     d = TuneConfig()
     p.add_argument("--dataset", default=d.dataset, help="as for ferroptim train")
@@ -80,20 +85,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def retrain(study, cfg: TuneConfig) -> None:
-    """Trains the best configuration again, into OUT/best-model."""
+    """Trains the best configuration again, into OUT/best-model (resumable with
+    ``ferroptim train --resume``: its command line is kept in the checkpoints)."""
+    from dataclasses import replace
     from pathlib import Path
 
-    from ferroptim.train.cli import main as train_main
-    from ferroptim.tune.space import train_argv
+    from ferroptim.train.build import UsageError
+    from ferroptim.train.cli import train
+    from ferroptim.tune.space import train_argv, train_config
 
+    out = str(Path(cfg.out) / "best-model")
+    config = replace(train_config(study.best_params, cfg), out=out, verbose=cfg.verbose)
     argv = train_argv(study.best_params, cfg)
     argv[argv.index("--verbose") + 1] = str(cfg.verbose)
-    train_main(argv + ["--out", str(Path(cfg.out) / "best-model")])
+    try:
+        train(config, {"argv": [*argv, "--out", out], "epochs": config.epochs})
+    except UsageError as err:
+        print(f"ferroptim tune: error: retraining the best trial: {err}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs ``ferroptim tune``; the exit status (2: bad input, 1: no result or a dead worker)."""
-    from ferroptim.train.cli import UsageError
+    from ferroptim.train.build import UsageError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -94,18 +94,16 @@ def _shortest_steps(cfg: TuneConfig, specs: dict[str, Any], n_train: int) -> tup
 
 def _probe(cfg: TuneConfig, specs: dict[str, Any]) -> None:
     """Every value of the space, with every optimizer that takes it, must make a
-    valid ``ferroptim train`` command (its own checks, so the two stay in step)."""
-    from ferroptim.train import cli
-    from ferroptim.tune.space import PARAMS, train_argv
-
-    checks = getattr(cli, "check_flags", cli.optimizer_kwargs)  # its flag checks, no data
+    valid training config (train's own checks, so the two stay in step)."""
+    from ferroptim.train.build import UsageError, check_config
+    from ferroptim.tune.space import PARAMS, train_config
 
     def valid(params: dict[str, Any]) -> None:
-        checks(cli.build_parser().parse_args(train_argv(params, cfg)))
+        check_config(train_config(params, cfg))
 
     try:
         valid({})
-    except cli.UsageError as err:  # the flags tune passes on (--seed, --epochs)
+    except UsageError as err:  # the settings tune passes on (seed, epochs)
         raise TuneError(str(err)) from None
     optimizers = specs["optimizer"].choices if "optimizer" in specs else ["adamw"]
     for opt in optimizers:
@@ -121,7 +119,7 @@ def _probe(cfg: TuneConfig, specs: dict[str, Any]) -> None:
             for value in values:
                 try:
                     valid({"optimizer": opt, name: value})
-                except cli.UsageError as err:
+                except UsageError as err:
                     raise TuneError(f"space: {name} {value!r} with {opt}: {err}") from None
 
 

@@ -13,9 +13,18 @@ from typing import TYPE_CHECKING, Any
 from ferroptim.tune.config import TuneError
 
 if TYPE_CHECKING:
+    from ferroptim.train.build import TrainConfig
     from ferroptim.tune.config import TuneConfig
 
-__all__ = ["DEFAULT_SPACE", "PARAMS", "Spec", "load_space", "suggest", "train_argv"]
+__all__ = [
+    "DEFAULT_SPACE",
+    "PARAMS",
+    "Spec",
+    "load_space",
+    "suggest",
+    "train_argv",
+    "train_config",
+]
 
 # "grid": the values the grid sampler tries (ranges have none of their own).
 # The warmup range is cut to fit the shortest trial (see fit_default_space).
@@ -43,41 +52,58 @@ DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "dropout": {"type": "float", "low": 0.0, "high": 0.3, "grid": [0.0, 0.2]},
 }
 
-_TAKE_DECAY = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax", "nadam")
-_TAKE_BETAS = ("adam", "adamw", "adamax", "nadam", "radam", "lion")
-# Search-space name -> (train flag, which optimizers take it; None: all).
-PARAMS: dict[str, tuple[str, tuple[str, ...] | None]] = {
-    "optimizer": ("--optimizer", None),
-    "lr": ("--lr", None),
-    "weight_decay": ("--weight-decay", (*_TAKE_DECAY, "radam", "lion")),
-    "momentum": ("--momentum", ("sgd", "rmsprop")),
-    "beta1": ("--betas", _TAKE_BETAS),
-    "beta2": ("--betas", _TAKE_BETAS),
-    "eps": (
-        "--eps",
-        ("adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "radam"),
-    ),
-    "batch_size": ("--batch-size", None),
-    "schedule": ("--schedule", None),
-    "warmup": ("--warmup", None),
-    "hidden": ("--hidden", None),
-    "dropout": ("--dropout", None),
-    "activation": ("--activation", None),
-    "max_grad_norm": ("--max-grad-norm", None),
+# Search-space names of the trainer's own settings -> their train flag.
+TRAINER_FLAGS = {
+    "optimizer": "--optimizer",
+    "batch_size": "--batch-size",
+    "schedule": "--schedule",
+    "warmup": "--warmup",
+    "hidden": "--hidden",
+    "dropout": "--dropout",
+    "activation": "--activation",
+    "max_grad_norm": "--max-grad-norm",
 }
-# Numeric hyperparameters: (lowest, lowest excluded, highest, highest excluded).
-BOUNDS: dict[str, tuple[float, bool, float, bool]] = {
-    "lr": (0.0, True, math.inf, False),
-    "weight_decay": (0.0, False, math.inf, False),
-    "momentum": (0.0, False, 1.0, True),
-    "beta1": (0.0, False, 1.0, True),
-    "beta2": (0.0, False, 1.0, True),
-    "eps": (0.0, True, math.inf, False),
+TRAINER_BOUNDS: dict[str, tuple[float, bool, float, bool]] = {
     "batch_size": (1.0, False, math.inf, False),
     "warmup": (0.0, False, math.inf, False),
     "dropout": (0.0, False, 1.0, True),
     "max_grad_norm": (0.0, True, math.inf, False),
 }
+# A tuple hyperparameter is searched value by value: betas as beta1 and beta2.
+_PARTS = {"betas": ("beta1", "beta2")}
+
+
+def _optimizer_params() -> tuple[dict[str, tuple[str, Any]], dict[str, Any]]:
+    """Every searchable hyperparameter of the registry's optimizers: (name -> (train
+    flag, the optimizers that take it; None: all)), and name -> bounds."""
+    from ferroptim import registry
+    from ferroptim.train.build import FLAGGED
+
+    params: dict[str, tuple[str, Any]] = {}
+    bounds: dict[str, Any] = {}
+    everyone = set(registry.names())
+    for info in registry.optimizers().values():
+        for hp in info.hyperparameters.values():
+            if not hp.searchable:
+                continue
+            takers = registry.takers(hp.name)
+            for name in _PARTS.get(hp.name, (hp.name,)):
+                flag = FLAGGED.get(hp.name, "--opt")
+                params[name] = (flag, None if set(takers) == everyone else takers)
+                bounds[name] = hp.bounds
+    return params, bounds
+
+
+_OPT_PARAMS, _OPT_BOUNDS = _optimizer_params()
+# Search-space name -> (train flag, which optimizers take it; None: all). The
+# optimizers' entries come from ferroptim.registry; "--opt" means --opt NAME=VALUE.
+PARAMS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "optimizer": ("--optimizer", None),
+    **_OPT_PARAMS,
+    **{n: (flag, None) for n, flag in TRAINER_FLAGS.items() if n != "optimizer"},
+}
+# Numeric hyperparameters: (lowest, lowest excluded, highest, highest excluded).
+BOUNDS: dict[str, tuple[float, bool, float, bool]] = {**_OPT_BOUNDS, **TRAINER_BOUNDS}
 INTS = ("batch_size", "warmup")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 
@@ -144,9 +170,10 @@ def _in_bounds(name: str, value: Any, what: str) -> None:
 
 
 def _check_choice(name: str, choice: Any) -> None:
-    from ferroptim.train.cli import OPTIMIZERS, SCHEDULES
+    from ferroptim import registry
+    from ferroptim.train.build import SCHEDULES
 
-    named = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "activation": ACTIVATIONS}
+    named = {"optimizer": registry.names(), "schedule": SCHEDULES, "activation": ACTIVATIONS}
     if name in named and choice not in named[name]:
         known = ", ".join(named[name])
         raise TuneError(f"space: unknown {name} {choice!r} in 'choices' (known: {known})")
@@ -298,15 +325,37 @@ def suggest(trial: Any, specs: dict[str, Spec]) -> dict[str, Any]:
     return params
 
 
+def train_config(params: dict[str, Any], cfg: TuneConfig) -> TrainConfig:
+    """The :class:`~ferroptim.train.build.TrainConfig` of one configuration (what a trial
+    trains; quiet)."""
+    from ferroptim.train.build import TrainConfig
+
+    fields: dict[str, Any] = {"dataset": cfg.dataset, "epochs": cfg.epochs, "seed": cfg.seed}
+    fields["verbose"] = 0
+    extra: dict[str, Any] = {}
+    for name, value in params.items():
+        if name in ("beta1", "beta2"):
+            continue
+        if PARAMS[name][0] == "--opt":
+            extra[name] = value
+        else:
+            fields[name] = value
+    if "beta1" in params or "beta2" in params:
+        fields["betas"] = (params.get("beta1", 0.9), params.get("beta2", 0.999))
+    return TrainConfig(**fields, opt=extra)
+
+
 def train_argv(params: dict[str, Any], cfg: TuneConfig) -> list[str]:
-    """The ``ferroptim train`` flags of one configuration."""
+    """The ``ferroptim train`` flags of one configuration (the same run as
+    :func:`train_config`, written for a shell: best.json's train command)."""
     argv = ["--dataset", cfg.dataset, "--epochs", str(cfg.epochs)]
     argv += ["--seed", str(cfg.seed), "--verbose", "0"]
     betas = [params.get("beta1", 0.9), params.get("beta2", 0.999)]
     for name, value in params.items():
         if name in ("beta1", "beta2"):
             continue
-        argv += [PARAMS[name][0], str(value)]
+        flag = PARAMS[name][0]
+        argv += ["--opt", f"{name}={value}"] if flag == "--opt" else [flag, str(value)]
     if "beta1" in params or "beta2" in params:
         argv += ["--betas", f"{betas[0]},{betas[1]}"]
     return argv

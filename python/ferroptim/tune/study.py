@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ferroptim.tune.config import SAMPLERS, TuneConfig, TuneError, WorkerError, check
-from ferroptim.tune.space import Spec, load_space, suggest, train_argv
+from ferroptim.tune.space import Spec, load_space, suggest, train_config
 
 __all__ = ["make_pruner", "make_sampler", "make_storage", "objective", "open_study", "search"]
 
@@ -129,16 +129,9 @@ def objective(trial: Any, cfg: TuneConfig, specs: dict[str, Spec]) -> float:
     """Trains one sampled configuration; its best validation metric (reported each epoch)."""
     import optuna
 
+    from ferroptim.train.build import UsageError, build_trainer
     from ferroptim.train.callbacks import Callback
-    from ferroptim.train.cli import UsageError, _build, build_parser
-    from ferroptim.train.trainer import Trainer
 
-    params = suggest(trial, specs)
-    try:
-        args = build_parser().parse_args(train_argv(params, cfg))
-        data, model, optimizer, extra = _build(args)
-    except UsageError as err:  # fails this trial, not the study
-        raise TuneError(f"trial {trial.number}: {err}") from None
     metric = cfg.metric
     best = [math.inf if cfg.direction == "minimize" else -math.inf]
 
@@ -153,18 +146,11 @@ def objective(trial: Any, cfg: TuneConfig, specs: dict[str, Spec]) -> float:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch + 1}")
 
-    classification = data.task == "classification"
-    trainer = Trainer(
-        model,
-        optimizer,
-        loss="cross_entropy" if classification else "mse",
-        metrics=["accuracy"] if classification else ["r2"],
-        scheduler=extra["scheduler"],
-        batch_size=args.batch_size,
-        callbacks=[Report()],
-        seed=cfg.seed,
-        verbose=0,
-    )
+    params = suggest(trial, specs)
+    try:
+        trainer, data = build_trainer(train_config(params, cfg), [Report()])
+    except UsageError as err:  # fails this trial, not the study
+        raise TuneError(f"trial {trial.number}: {err}") from None
     trainer.fit(
         data.X_train, data.y_train, epochs=cfg.epochs, validation_data=(data.X_val, data.y_val)
     )

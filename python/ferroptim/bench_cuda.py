@@ -1,5 +1,8 @@
 """`ferroptim bench --cuda`: the CUDA path against torch's CUDA optimizers.
 
+Beside :mod:`ferroptim.bench`, whose cases, timing table and settings it
+shares; the CUDA package itself knows nothing of the benchmarks.
+
 Cases: the CPU bench's (without the 100-element one) plus one 100M-param
 tensor. Implementations: ferroptim on CuPy arrays (a list of them, and a GPU
 :class:`~ferroptim.ParamArena`), torch.optim with
@@ -25,6 +28,7 @@ import numpy as np
 
 import ferroptim as fo
 from ferroptim import bench as cpu_bench
+from ferroptim import registry
 
 __all__ = ["cases", "main", "run"]
 
@@ -75,7 +79,7 @@ def _ferroptim(kind: str, opt: str, case: cpu_bench.Case) -> Callable[[], None]:
     params, grads = cpu_bench._data(case)
     dp = [_put(kind, p) for p in params]
     dg = [_put(kind, g) for g in grads]
-    o = getattr(fo, cpu_bench.FO_CLASS[opt])(dp, **cpu_bench.HYPER[opt])
+    o = registry.get(opt).cls(dp, **cpu_bench.HYPER[opt])
     return lambda: o.step(dg)
 
 
@@ -85,16 +89,25 @@ def _ferroptim_arena(kind: str, opt: str, case: cpu_bench.Case) -> Callable[[], 
     arena = fo.ParamArena.from_arrays({f"p{i}": p for i, p in enumerate(params)}, device=device)
     for i, g in enumerate(grads):
         arena.grads[f"p{i}"][...] = _put(kind, g)
-    o = getattr(fo, cpu_bench.FO_CLASS[opt])(arena, **cpu_bench.HYPER[opt])
+    o = registry.get(opt).cls(arena, **cpu_bench.HYPER[opt])
     return o.step
 
 
 def _torch(opt: str, case: cpu_bench.Case) -> Callable[[], None] | None:
+    """torch's step for ``opt`` on the GPU (see :func:`_torch_column`)."""
+    column = _torch_column(opt, case)
+    return column[1] if column is not None else None
+
+
+def _torch_column(opt: str, case: cpu_bench.Case) -> tuple[str, Callable[[], None]] | None:
+    """(column, step) of torch's fastest mode for ``opt`` on the GPU: fused, else
+    foreach (RMSprop has no fused kernel); None without torch, a GPU or the class."""
     try:
         import torch
     except ImportError:
         return None
-    if not torch.cuda.is_available():
+    cls = getattr(torch.optim, registry.get(opt).cls.__name__, None)
+    if cls is None or not torch.cuda.is_available():
         return None
     params, grads = cpu_bench._data(case)
     tensors = []
@@ -102,10 +115,13 @@ def _torch(opt: str, case: cpu_bench.Case) -> Callable[[], None] | None:
         t = torch.tensor(p, device="cuda", requires_grad=True)
         t.grad = torch.tensor(g, device="cuda")
         tensors.append(t)
-    cls = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}[opt]
-    flags = {"foreach": True} if opt == "rmsprop" else {"fused": True}
-    o = getattr(torch.optim, cls)(tensors, **cpu_bench.HYPER[opt], **flags)
-    return o.step
+    for mode in ("fused", "foreach"):
+        try:
+            o = cls(tensors, **cpu_bench.HYPER[opt], **{mode: True})
+        except (RuntimeError, TypeError, ValueError):
+            continue
+        return f"torch {mode}", o.step
+    return None
 
 
 def _roofline(kind: str, numel: int) -> Callable[[], None]:
@@ -133,9 +149,9 @@ def run(
                 "ferroptim": _ferroptim(kind, opt, case),
                 "ferroptim arena": _ferroptim_arena(kind, opt, case),
             }
-            theirs = _torch(opt, case) if kind == "cupy" else None
+            theirs = _torch_column(opt, case) if kind == "cupy" else None
             if theirs is not None:
-                fns["torch fused" if opt != "rmsprop" else "torch foreach"] = theirs
+                fns[theirs[0]] = theirs[1]
             fns[cpu_bench.ROOFLINE] = _roofline(kind, case.numel * width)
             times: dict[str, list[float]] = {k: [] for k in fns}
             for fn in fns.values():
@@ -147,7 +163,7 @@ def run(
                     times[name].append(timer.burst(fn, 5))
                 rounds += 1
             roof = 12 * width * case.numel / statistics.median(times.pop(cpu_bench.ROOFLINE)) / 1e9
-            bpp = cpu_bench.BYTES_PER_PARAM[opt] * width
+            bpp = cpu_bench.fused_bytes_per_param(opt) * width
             for name, ts in times.items():
                 rows.append(
                     cpu_bench.Row(
