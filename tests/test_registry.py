@@ -110,3 +110,20 @@ def test_a_new_optimizer_needs_no_table_edits(monkeypatch: Any) -> None:
         assert w[0] == pytest.approx(-0.02)
     finally:
         registry._table.cache_clear()
+
+
+def test_package_description_is_not_a_stale_list() -> None:
+    """pyproject's description names registered optimizers only, and either all of them
+    or says there are more (it once said four while ten shipped)."""
+    import re
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    line = re.search(r'^description = "(.*)"$', pyproject.read_text(), re.M)
+    assert line is not None
+    description = line.group(1)
+    classes = {info.cls.__name__ for info in registry.optimizers().values()}
+    listed = re.search(r"\(([^)]*)\)", description)  # the list of optimizers
+    named = set(re.findall(r"\b[A-Z][A-Za-z]+\b", listed.group(1) if listed else ""))
+    assert named <= classes, named - classes
+    assert named == classes or "more" in description

@@ -521,3 +521,48 @@ def test_resume_with_other_callbacks_is_a_usage_error(tmp_path):
         f"{ERROR_PREFIX} --resume: --patience 3 differs from the saved run's (not set)"
     )
     assert (tmp_path / "run" / "last.npz").read_bytes() == before
+
+
+# -- the typed config and the shared build (in process) ---------------------------------------
+
+
+def test_train_config_defaults_are_the_flags_defaults():
+    from dataclasses import fields
+
+    from ferroptim.train.build import TrainConfig
+    from ferroptim.train.cli import build_parser
+
+    args = build_parser().parse_args([])
+    config = TrainConfig.from_args(args)
+    assert config == TrainConfig()
+    assert {f.name for f in fields(TrainConfig)} <= set(vars(args))
+
+
+def test_build_trainer_is_public_and_uses_the_registry():
+    from ferroptim import registry
+    from ferroptim.train import TrainConfig, Trainer, build_trainer
+    from ferroptim.train.build import UsageError
+
+    config = TrainConfig(dataset=SMALL, hidden=(8,), optimizer="lion", epochs=1, verbose=0)
+    trainer, data = build_trainer(config)
+    assert isinstance(trainer, Trainer)
+    assert type(trainer.optimizer) is registry.get("lion").cls
+    assert trainer.optimizer.param_groups[0]["initial_lr"] == registry.get("lion").default_lr
+    trainer.fit(data.X_train, data.y_train, epochs=1)
+    assert trainer.epoch == 1
+    with pytest.raises(UsageError, match="--momentum does not apply to adam"):
+        build_trainer(TrainConfig(dataset=SMALL, optimizer="adam", momentum=0.9))
+    with pytest.raises(UsageError, match="--optimizer: unknown 'adamz'"):
+        build_trainer(TrainConfig(dataset=SMALL, optimizer="adamz"))
+
+
+def test_old_train_tables_are_read_from_the_registry():
+    from ferroptim import registry
+    from ferroptim.train import cli
+
+    assert cli.OPTIMIZERS == {n: i.cls for n, i in registry.optimizers().items()}
+    assert cli.DEFAULT_LR["sgd"] == registry.get("sgd").default_lr == 0.05
+
+
+def test_checkpoint_uses_contextlib_suppress():
+    assert not hasattr(ckpt, "_suppress")

@@ -1,6 +1,7 @@
 """Training NumPy models with ferroptim optimizers: the trainer, its
 callbacks, checkpoints, data sets, and built-in layers, losses and metrics."""
 
+from ferroptim.train.build import TrainConfig, build_trainer
 from ferroptim.train.callbacks import (
     Callback,
     CSVLogger,
@@ -34,8 +35,10 @@ __all__ = [
     "TerminateOnNaN",
     "TorchLoss",
     "TorchModel",
+    "TrainConfig",
     "Trainer",
     "batches",
+    "build_trainer",
     "load_dataset",
     "plot_history",
 ]

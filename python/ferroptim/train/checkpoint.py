@@ -23,6 +23,7 @@ gone. Files get the usual permissions (``0o666`` less the umask).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -114,10 +115,10 @@ def save(path: str | os.PathLike, state: dict[str, Any]) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with _suppress():
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    with _suppress():
+    with contextlib.suppress(OSError):
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
@@ -169,7 +170,7 @@ def _remove_stale_temp_files(path: Path) -> None:
     except OSError:
         return
     for tmp in candidates:
-        with _suppress():
+        with contextlib.suppress(OSError):
             match = ours.fullmatch(tmp.name)
             if match:
                 stale = not _pid_alive(int(match.group(1)))
@@ -184,14 +185,6 @@ def _remove_stale_temp_files(path: Path) -> None:
 def glob_escape(text: str) -> str:
     """``text`` with glob's special characters escaped."""
     return re.sub(r"([*?\[])", r"[\1]", text)
-
-
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> bool:
-        return exc[0] is not None and issubclass(exc[0], OSError)
 
 
 # -- reading -------------------------------------------------------------------
