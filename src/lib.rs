@@ -5,6 +5,8 @@
 pub mod bindings;
 pub mod engine;
 pub mod error;
+mod ndarray;
+mod state;
 
 use pyo3::prelude::*;
 

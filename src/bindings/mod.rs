@@ -166,10 +166,7 @@ macro_rules! optimizer_class {
             /// Checks the step options as `configure` does, changing nothing.
             #[staticmethod]
             #[allow(clippy::too_many_arguments)] // Python keyword arguments
-            #[pyo3(signature = (
-                    max_grad_norm = None, norm_type = None, clip_value = None,
-                    skip_nonfinite = false, ema_decay = None, ema_equal = false
-                ))]
+            #[pyo3(signature = (max_grad_norm = None, norm_type = None, clip_value = None, skip_nonfinite = false, ema_decay = None, ema_equal = false))]
             fn check_options(
                 max_grad_norm: Option<Bound<'_, PyAny>>,
                 norm_type: Option<Bound<'_, PyAny>>,
@@ -187,6 +184,17 @@ macro_rules! optimizer_class {
                     ema_equal,
                 )?;
                 Ok(())
+            }
+
+            /// Checks a state dict as `load_state` would for params of
+            /// `(label, shape, dtype name)`; returns it as `state()` would show it.
+            #[staticmethod]
+            fn check_state<'py>(
+                py: Python<'py>,
+                states: &Bound<'py, PyList>,
+                params: Vec<(String, Vec<usize>, String)>,
+            ) -> PyFerrResult<Vec<Bound<'py, PyDict>>> {
+                crate::state::check::<A>(py, states, params)
             }
 
             fn steps(&self, py: Python<'_>) -> Vec<u64> {
@@ -217,10 +225,7 @@ macro_rules! optimizer_class {
 
             // Numbers arrive as objects so a bad one is reported by its option's name.
             #[allow(clippy::too_many_arguments)] // Python keyword arguments
-            #[pyo3(signature = (
-                    max_grad_norm = None, norm_type = None, clip_value = None,
-                    skip_nonfinite = false, ema_decay = None, ema_equal = false
-                ))]
+            #[pyo3(signature = (max_grad_norm = None, norm_type = None, clip_value = None, skip_nonfinite = false, ema_decay = None, ema_equal = false))]
             fn configure(
                 &self,
                 py: Python<'_>,

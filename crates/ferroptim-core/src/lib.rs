@@ -4,6 +4,8 @@
 //! - [`kernels`]: one file per optimizer (hyperparameters and their checks,
 //!   state slots, per-step scalars, element update), SIMD dispatch, the
 //!   thread pool and the multi-tensor pass.
+//! - [`engine`]: the multi-tensor engine over plain addresses (param
+//!   registry, overlap checks, state arenas, step counts, averaging, state dicts).
 //! - [`hyper`]: reading a param group through [`hyper::HyperSource`].
 //! - [`options`]: step options (clipping, skipping, averaging).
 //! - [`memory`]: fallible allocation (an error instead of an abort).
@@ -29,6 +31,7 @@
 //! assert!((param[1] + 1.7).abs() < 1e-3);
 //! ```
 
+pub mod engine;
 pub mod error;
 pub mod hyper;
 pub mod kernels;

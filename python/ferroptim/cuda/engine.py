@@ -435,10 +435,9 @@ class CudaEngine:
         return out
 
     def load_state(self, states: list[dict[str, Any]]) -> None:
-        """Replaces all state; checked by a CPU engine first, so errors change nothing."""
+        """Replaces all state; checked by the Rust core first, so errors change nothing."""
         from ferroptim.exceptions import StateDictError
 
-        shadow = self._rust()
         masters: list[np.ndarray | None] = []
         plain = []
         for p, st in zip(self.params, states):
@@ -462,10 +461,11 @@ class CudaEngine:
                     )
             masters.append(master)
             plain.append(st)
-        for p in self.params:
-            shadow.add_params([np.empty(p.shape, p.state_dtype)], p.group, [p.label])
-        shadow.load_state(plain if len(plain) == len(states) else states)
-        checked = shadow.state()
+        # The CPU engine's checks and messages, for params of the state's dtype.
+        checked = self._rust.check_state(
+            plain if len(plain) == len(states) else states,
+            [(p.label, p.shape, p.state_dtype.name) for p in self.params],
+        )
         staged = []
         for st, master in zip(checked, masters):
             slots = [

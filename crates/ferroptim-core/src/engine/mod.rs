@@ -1,0 +1,326 @@
+//! The multi-tensor engine's bookkeeping, over plain addresses.
+//!
+//! Params are registered by address, length and dtype ([`NewParam`]); the
+//! engine checks that no two overlap, keeps their state in one arena per
+//! dtype, counts their steps, and turns a step into one
+//! [`kernels::multi::run`](crate::kernels::multi::run) per dtype. A front end
+//! (the Python extension) reads the arrays and checks they are live and
+//! writeable; everything else is decided here.
+
+mod arena;
+mod state;
+mod step;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+
+use crate::error::{Error, Result};
+use crate::kernels::{Algorithm, MAX_SLOTS};
+use crate::options::Options;
+
+use arena::Arenas;
+pub use state::{
+    aux_value, check_shape, count, Buffer, ParamState, StagedState, StateKey, Values, AVERAGED,
+    AVERAGED_STEPS,
+};
+
+/// The dtypes the engine steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    F32,
+    F64,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::F32 => "float32",
+            Kind::F64 => "float64",
+        }
+    }
+
+    pub fn itemsize(self) -> usize {
+        match self {
+            Kind::F32 => 4,
+            Kind::F64 => 8,
+        }
+    }
+}
+
+/// A param to register: where its elements are, and how to name it in errors.
+#[derive(Clone, Debug)]
+pub struct NewParam {
+    pub label: String,
+    pub kind: Kind,
+    pub shape: Vec<usize>,
+    /// The address of its first element (C-contiguous, aligned, writeable).
+    pub addr: usize,
+}
+
+pub(crate) struct Param {
+    pub(crate) label: String,
+    pub(crate) kind: Kind,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) len: usize,
+    pub(crate) group: usize,
+    /// Where this param's state starts in its dtype's arena.
+    pub(crate) offset: usize,
+    /// The data address when it was added.
+    pub(crate) addr: usize,
+    pub(crate) step: u64,
+    /// Slots that hold state (torch creates some lazily).
+    pub(crate) live: [bool; MAX_SLOTS],
+    /// The algorithm's per-tensor number ([`Algorithm::AUX`]).
+    pub(crate) aux: f64,
+    /// Frozen params take no step and get no state.
+    pub(crate) frozen: bool,
+    /// How many steps have been averaged into the averaged weights.
+    pub(crate) averaged: u64,
+}
+
+/// One optimizer's params, state and options.
+pub struct Engine<A> {
+    params: Vec<Param>,
+    num_groups: usize,
+    arenas: Arenas,
+    /// Byte ranges `(start, end, param index)` of the non-empty params,
+    /// sorted, for the grad overlap check of a step; rebuilt from `index`
+    /// by the first step after params were added.
+    ranges: Vec<(usize, usize, usize)>,
+    /// The same ranges keyed by start, so adding a group costs O(k log n)
+    /// rather than a re-sort of every range (16k groups were quadratic).
+    index: BTreeMap<usize, (usize, usize)>,
+    options: Options,
+    skipped: u64,
+    last_grad_norm: Option<f64>,
+    algorithm: PhantomData<fn() -> A>,
+}
+
+impl<A: Algorithm> Default for Engine<A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<A: Algorithm> Engine<A> {
+    pub fn new() -> Self {
+        Engine {
+            params: Vec::new(),
+            num_groups: 0,
+            arenas: Arenas::new(),
+            ranges: Vec::new(),
+            index: BTreeMap::new(),
+            options: Options::default(),
+            skipped: 0,
+            last_grad_norm: None,
+            algorithm: PhantomData,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.params.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.params.is_empty()
+    }
+
+    /// Param `i`'s label, dtype, shape, element count and address.
+    pub fn param(&self, i: usize) -> (&str, Kind, &[usize], usize, usize) {
+        let p = &self.params[i];
+        (&p.label, p.kind, &p.shape, p.len, p.addr)
+    }
+
+    pub fn steps(&self) -> Vec<u64> {
+        self.params.iter().map(|p| p.step).collect()
+    }
+
+    pub fn options(&self) -> Options {
+        self.options
+    }
+
+    pub fn configure(&mut self, options: Options) {
+        self.options = options;
+    }
+
+    /// Steps skipped because their grads were not finite.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// The global grad norm of the last step that computed one.
+    pub fn last_grad_norm(&self) -> Option<f64> {
+        self.last_grad_norm
+    }
+
+    /// Freezes (or thaws) params by index; all indices are checked first.
+    pub fn set_frozen(&mut self, indices: &[usize], frozen: bool) -> Result<()> {
+        let n = self.params.len();
+        if let Some(bad) = indices.iter().find(|&&i| i >= n) {
+            return Err(Error::Param(format!(
+                "no param #{bad}: the optimizer has {n}"
+            )));
+        }
+        for &i in indices {
+            self.params[i].frozen = frozen;
+        }
+        Ok(())
+    }
+
+    pub fn frozen(&self) -> Vec<bool> {
+        self.params.iter().map(|p| p.frozen).collect()
+    }
+
+    /// Whether param `i` takes no step.
+    pub fn is_frozen(&self, i: usize) -> bool {
+        self.params[i].frozen
+    }
+
+    /// Params that hold averaged weights.
+    pub fn has_average(&self, i: usize) -> bool {
+        self.params[i].averaged > 0
+    }
+
+    /// Registers params as group `group`; all or nothing. The new params
+    /// may overlap neither each other nor the registered ones.
+    pub fn add_params(&mut self, new: Vec<NewParam>, group: usize) -> Result<()> {
+        let base = self.params.len();
+        let mut ranges = Vec::new();
+        let mut staged = Vec::with_capacity(new.len());
+        for (k, n) in new.into_iter().enumerate() {
+            let len = n.shape.iter().product();
+            if len > 0 {
+                ranges.push((n.addr, n.addr + len * n.kind.itemsize(), base + k));
+            }
+            staged.push(Param {
+                label: n.label,
+                kind: n.kind,
+                shape: n.shape,
+                len,
+                group,
+                offset: 0,
+                addr: n.addr,
+                step: 0,
+                live: [false; MAX_SLOTS],
+                aux: A::AUX.map_or(0.0, |a| a.1),
+                frozen: false,
+                averaged: 0,
+            });
+        }
+        // The new ranges against each other, then against the registered ones.
+        ranges.sort_unstable();
+        let mut clash = ranges
+            .windows(2)
+            .find(|pair| pair[1].0 < pair[0].1)
+            .map(|pair| (pair[0], pair[1]));
+        if clash.is_none() {
+            clash = ranges.iter().find_map(|&(start, end, i)| {
+                let before = self.index.range(..=start).next_back();
+                let after = self.index.range(start..end).next();
+                before
+                    .filter(|(_, &(e, _))| e > start)
+                    .or(after)
+                    .map(|(&s, &(e, j))| ((s, e, j), (start, end, i)))
+            });
+        }
+        if let Some((a, b)) = clash {
+            let name = |i: usize| {
+                if i < base {
+                    self.params[i].label.clone()
+                } else {
+                    staged[i - base].label.clone()
+                }
+            };
+            let how = if a.0 == b.0 && a.1 == b.1 {
+                "are the same array (a param given twice)"
+            } else {
+                "share memory"
+            };
+            return Err(Error::Param(format!(
+                "params {} and {} {how}",
+                name(a.2.min(b.2)),
+                name(a.2.max(b.2))
+            )));
+        }
+        for kind in [Kind::F32, Kind::F64] {
+            let extra = staged.iter().filter(|p| p.kind == kind).map(|p| p.len);
+            self.arenas.reserve(kind, extra.sum())?;
+        }
+        // Checked; now commit.
+        for mut p in staged {
+            p.offset = self.arenas.grow(p.kind, p.len);
+            self.params.push(p);
+        }
+        if !ranges.is_empty() {
+            self.index
+                .extend(ranges.iter().map(|&(start, end, i)| (start, (end, i))));
+            self.ranges.clear();
+        }
+        self.num_groups = self.num_groups.max(group + 1);
+        Ok(())
+    }
+
+    /// The param whose memory overlaps `[start, end)`, if any.
+    fn overlapping(&self, start: usize, end: usize) -> Option<usize> {
+        if start == end {
+            return None;
+        }
+        let k = self.ranges.partition_point(|r| r.1 <= start);
+        self.ranges.get(k).filter(|r| r.0 < end).map(|r| r.2)
+    }
+
+    /// Checks a step's scale and group count, before anything else of it.
+    pub fn begin_step(&mut self, grad_scale: f64, num_groups: usize) -> Result<()> {
+        if !(grad_scale.is_finite() && grad_scale > 0.0) {
+            return Err(Error::Setting(format!(
+                "grad_scale: must be a finite number > 0, got {grad_scale}"
+            )));
+        }
+        if num_groups != self.num_groups {
+            return Err(Error::Param(format!(
+                "got {num_groups} param groups, the optimizer has {}",
+                self.num_groups
+            )));
+        }
+        if self.ranges.len() != self.index.len() {
+            self.ranges = self.index.iter().map(|(&s, &(e, i))| (s, e, i)).collect();
+        }
+        Ok(())
+    }
+
+    /// One grad per param.
+    pub fn check_grad_count(&self, n: usize) -> Result<()> {
+        if n != self.params.len() {
+            return Err(Error::Grad(format!(
+                "got {n} grads for {} params",
+                self.params.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The grad of param `i`, contiguous at `addr`, may not share memory
+    /// with any param (the step writes them). `what` names it in the error.
+    pub fn check_grad_memory(
+        &self,
+        i: usize,
+        addr: usize,
+        what: impl Fn() -> String,
+    ) -> Result<()> {
+        let p = &self.params[i];
+        if let Some(j) = self.overlapping(addr, addr + p.len * p.kind.itemsize()) {
+            let whose = if j == i {
+                "its param".to_string()
+            } else {
+                format!("param {}", self.params[j].label)
+            };
+            return Err(Error::Grad(format!(
+                "{} shares memory with {whose}; pass a copy",
+                what()
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,239 @@
+//! A step: the global grad norm, then one planned multi-tensor run per dtype.
+
+use crate::error::Result;
+use crate::kernels::{gradtools, multi, Algorithm, Job, Real, MAX_SLOTS};
+
+use super::arena::Arena;
+use super::{Engine, Kind, Param};
+
+type MemoKey = (usize, u64, [bool; MAX_SLOTS], u64);
+
+/// The last (group, step, freshness, aux) and the scalars computed for it.
+struct Memo<A: Algorithm, T: Real> {
+    last: Option<(MemoKey, A::Scalars<T>, f64)>,
+}
+
+impl<A: Algorithm, T: Real> Memo<A, T> {
+    fn new() -> Self {
+        Memo { last: None }
+    }
+
+    fn get(&mut self, key: MemoKey, hyper: &A::Hyper) -> (A::Scalars<T>, f64) {
+        match &self.last {
+            Some((k, s, aux)) if *k == key => (*s, *aux),
+            _ => {
+                let (s, aux) = A::scalars_aux::<T>(hyper, key.1, key.2, f64::from_bits(key.3));
+                self.last = Some((key, s, aux));
+                (s, aux)
+            }
+        }
+    }
+}
+
+impl<A: Algorithm> Engine<A> {
+    /// One step of every param whose grad is `Some(address)`; returns false
+    /// when it was skipped (non-finite grads with `skip_nonfinite`).
+    ///
+    /// # Safety
+    /// Every param must still be live and writeable at the address it was
+    /// added with. Every `Some` address must hold param `i`'s grad: as many
+    /// elements of its dtype, C-contiguous and aligned, sharing no memory with
+    /// any param ([`Engine::check_grad_memory`]), alive until this returns.
+    pub unsafe fn step(
+        &mut self,
+        hypers: &[A::Hyper],
+        ready: &[Option<usize>],
+        grad_scale: f64,
+    ) -> Result<bool> {
+        // Global norm and finite check, on the grads as the step will see them.
+        let options = self.options;
+        let mut scale = grad_scale;
+        let mut grad_norm = None;
+        if options.max_grad_norm.is_some() || options.skip_nonfinite {
+            // SAFETY: upheld by the caller.
+            let (norm, finite) = unsafe { self.grad_norm(ready, options.inf_norm) };
+            let norm = norm * grad_scale;
+            if options.skip_nonfinite && !finite {
+                self.skipped += 1;
+                self.last_grad_norm = Some(norm);
+                return Ok(false);
+            }
+            grad_norm = Some(norm);
+            if let Some(max_norm) = options.max_grad_norm {
+                // torch.nn.utils.clip_grad_norm_'s coefficient, clamped at 1.
+                scale *= gradtools::clip_coefficient(max_norm, norm);
+            }
+        }
+        let transform = (scale != 1.0 || options.clip_value.is_some())
+            .then(|| (scale, options.clip_value.unwrap_or(f64::INFINITY)));
+
+        // Allocate the state slots this step needs before taking any pointer
+        // into them, then build the work lists.
+        for (p, grad) in self.params.iter().zip(ready) {
+            if grad.is_some() {
+                let used = A::slots_used(&hypers[p.group]);
+                for k in (0..MAX_SLOTS).filter(|&k| used[k]) {
+                    self.arenas.ensure(p.kind, k)?;
+                }
+                if options.averaging.is_some() {
+                    self.arenas.ensure_average(p.kind)?;
+                }
+            }
+        }
+        let mut jobs32 = Vec::new();
+        let mut jobs64 = Vec::new();
+        // Neighbouring tensors usually share group, step and freshness: their
+        // scalars (a few powf calls) are computed once.
+        let mut memo32 = Memo::<A, f32>::new();
+        let mut memo64 = Memo::<A, f64>::new();
+        let arenas = &mut self.arenas;
+        for (p, grad) in self.params.iter_mut().zip(ready) {
+            let Some(grad) = *grad else { continue };
+            let hyper = &hypers[p.group];
+            let used = A::slots_used(hyper);
+            let fresh = p.live.map(|l| !l);
+            p.step += 1;
+            let key = (p.group, p.step, fresh, p.aux.to_bits());
+            let average = options.averaging.map(|a| {
+                let w = a.weight(p.averaged);
+                p.averaged += 1;
+                w
+            });
+            match p.kind {
+                Kind::F32 => {
+                    let (s, aux) = memo32.get(key, hyper);
+                    p.aux = aux;
+                    jobs32.push(job::<A, f32>(
+                        &mut arenas.f32,
+                        p,
+                        grad,
+                        used,
+                        s,
+                        transform,
+                        average,
+                    ));
+                }
+                Kind::F64 => {
+                    let (s, aux) = memo64.get(key, hyper);
+                    p.aux = aux;
+                    jobs64.push(job::<A, f64>(
+                        &mut arenas.f64,
+                        p,
+                        grad,
+                        used,
+                        s,
+                        transform,
+                        average,
+                    ));
+                }
+            }
+            for (live, u) in p.live.iter_mut().zip(used) {
+                *live |= u;
+            }
+        }
+        // SAFETY: the caller vouches for params and grads (right length, no
+        // overlap with any param); params never overlap each other; state
+        // slices are disjoint ranges of arenas that are not resized during the run.
+        unsafe {
+            multi::run::<A, f32>(&mut jobs32);
+            multi::run::<A, f64>(&mut jobs64);
+        }
+        self.last_grad_norm = grad_norm;
+        Ok(true)
+    }
+
+    /// The global norm of the grads that will step (2-norm, or the
+    /// infinity norm), and whether every element is finite.
+    ///
+    /// # Safety
+    /// As [`Engine::step`].
+    unsafe fn grad_norm(&self, ready: &[Option<usize>], inf_norm: bool) -> (f64, bool) {
+        let mut t32: Vec<&[f32]> = Vec::new();
+        let mut t64: Vec<&[f64]> = Vec::new();
+        for (p, addr) in self.params.iter().zip(ready) {
+            let Some(addr) = *addr else { continue };
+            // SAFETY: upheld by the caller.
+            unsafe {
+                match p.kind {
+                    Kind::F32 => t32.push(std::slice::from_raw_parts(addr as *const f32, p.len)),
+                    Kind::F64 => t64.push(std::slice::from_raw_parts(addr as *const f64, p.len)),
+                }
+            }
+        }
+        let norm = gradtools::global_norm(&t32, &t64, inf_norm);
+        // A huge but finite grad can overflow the sum of squares: only then
+        // is the slower exact check needed.
+        let finite = norm.is_finite()
+            || (!norm.is_nan() && gradtools::all_finite(&t32) && gradtools::all_finite(&t64));
+        (norm, finite)
+    }
+
+    /// Swaps every param's values with its averaged weights, in place; params
+    /// without an average are left alone. Returns how many were swapped.
+    ///
+    /// # Safety
+    /// Every param with an average ([`Engine::has_average`]) must be live and
+    /// writeable at the address it was added with.
+    pub unsafe fn swap_averages(&mut self) -> usize {
+        let mut swapped = 0;
+        for p in self.params.iter() {
+            if p.averaged == 0 || p.len == 0 {
+                continue;
+            }
+            // SAFETY: upheld by the caller; the arena never overlaps a param.
+            unsafe {
+                match p.kind {
+                    Kind::F32 => swap_with(&mut self.arenas.f32.average, p),
+                    Kind::F64 => swap_with(&mut self.arenas.f64.average, p),
+                }
+            }
+            swapped += 1;
+        }
+        swapped
+    }
+}
+
+/// One tensor's job: its state slots, grad transform and averaging pointer.
+fn job<A: Algorithm, T: Real>(
+    arena: &mut Arena<T>,
+    p: &Param,
+    grad: usize,
+    used: [bool; MAX_SLOTS],
+    scalars: A::Scalars<T>,
+    transform: Option<(f64, f64)>,
+    average: Option<f64>,
+) -> Job<T, A::Scalars<T>> {
+    let mut state = [std::ptr::null_mut(); MAX_SLOTS];
+    for k in (0..MAX_SLOTS).filter(|&k| used[k]) {
+        debug_assert_eq!(
+            arena.slots[k].len(),
+            arena.len,
+            "slot allocated before planning"
+        );
+        // SAFETY: `offset + len` lies within the arena.
+        state[k] = unsafe { arena.slots[k].as_mut_ptr().add(p.offset) };
+    }
+    // SAFETY: see `Engine::step`.
+    let job = unsafe { Job::from_raw(p.addr as *mut T, grad as *const T, state, p.len, scalars) };
+    let job = match transform {
+        Some((scale, clip)) => job.with_grad_transform(T::from_f64(scale), T::from_f64(clip)),
+        None => job,
+    };
+    match average {
+        // SAFETY: the average buffer was sized before planning and is disjoint from everything else.
+        Some(w) => unsafe {
+            job.with_average(arena.average.as_mut_ptr().add(p.offset), T::from_f64(w))
+        },
+        None => job,
+    }
+}
+
+/// Swaps a param's values with its slice of `average`.
+///
+/// # Safety
+/// The param must be live, writeable and `p.len` elements long.
+unsafe fn swap_with<T: Real>(average: &mut [T], p: &Param) {
+    // SAFETY: upheld by the caller; the arena never overlaps a param.
+    let values = unsafe { std::slice::from_raw_parts_mut(p.addr as *mut T, p.len) };
+    values.swap_with_slice(&mut average[p.offset..p.offset + p.len]);
+}
