@@ -37,6 +37,10 @@ class _Engine:
         average_weight: float = 0.0,
     ) -> tuple[list[float], float]: ...
     @staticmethod
+    def check_state(
+        states: list[Any], params: Sequence[tuple[str, Sequence[int], str]]
+    ) -> list[dict[str, Any]]: ...
+    @staticmethod
     def check_options(
         max_grad_norm: float | None = None,
         norm_type: float | None = None,
