@@ -18,10 +18,13 @@ A search space is a dict (or a JSON / YAML file) name -> spec, for example::
      "momentum": {"type": "float", "low": 0.5, "high": 0.99},
      "hidden": {"type": "categorical", "choices": ["64", "128,64"]}}
 
-Names are ``ferroptim train`` flags (lr, weight_decay, momentum, beta1,
-beta2, eps, batch_size, schedule, warmup, hidden, dropout, activation,
-max_grad_norm, optimizer). A hyperparameter the sampled optimizer does not
-take (momentum for Adam) is not sampled in that trial. "grid" (or "step")
+Names are the trainer's settings (optimizer, batch_size, schedule, warmup,
+hidden, dropout, activation, max_grad_norm) and the numeric hyperparameters of
+the optimizers in :mod:`ferroptim.registry` (lr, weight_decay, momentum, beta1
+and beta2 for betas, eps, alpha, rho, ...; the full list: ``PARAMS``). A
+hyperparameter the sampled optimizer does not take (momentum for Adam) is not
+sampled in that trial. Each trial is a :class:`ferroptim.train.TrainConfig`
+built by :func:`ferroptim.train.build_trainer`, as ``ferroptim train`` builds. "grid" (or "step")
 gives a range the values the grid sampler tries. A study remembers its
 metric: reusing it for another metric or direction is refused.
 """
