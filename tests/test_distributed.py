@@ -37,7 +37,46 @@ def _skip_reason() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
+needs_mpi = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
+
+
+def test_local_parts_cover_every_global_batch_once():
+    from ferroptim.distributed.sampler import DistributedSampler, local_part
+    from ferroptim.train.data import batches
+
+    for size in (1, 2, 3, 4, 7):
+        for idx in batches(50, 16, seed=3, epoch=1):
+            parts = [local_part(idx, r, size) for r in range(size)]
+            assert np.array_equal(np.concatenate(parts), idx)
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+        samplers = [DistributedSampler(50, 16, r, size, seed=3) for r in range(size)]
+        for got in zip(*(s.epoch(1) for s in samplers)):
+            assert sum(share for _, share in got) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="rank"):
+        DistributedSampler(50, 16, 2, 2)
+
+
+@needs_mpi
+def test_bad_arguments_are_refused_naming_them():
+    import ferroptim as fo
+    from ferroptim.distributed import DistributedOptimizer
+    from ferroptim.exceptions import HyperparameterError, ParamError
+
+    arena = fo.ParamArena({"w": (3,)})
+    with pytest.raises(HyperparameterError, match="stage"):
+        DistributedOptimizer(fo.Adam, arena, stage=3)
+    with pytest.raises(HyperparameterError, match="bucket_size"):
+        DistributedOptimizer(fo.Adam, arena, bucket_size=0)
+    with pytest.raises(HyperparameterError, match="timeout"):
+        DistributedOptimizer(fo.Adam, arena, timeout=0)
+    with pytest.raises(ParamError, match="ParamArena"):
+        DistributedOptimizer(fo.Adam, [np.zeros(3)])
+    opt = DistributedOptimizer(fo.Adam, arena, lr=0.1)  # one rank, no mpirun
+    arena.grad[...] = 1.0
+    with pytest.raises(HyperparameterError, match="weight"):
+        opt.step(weight=-1.0)
+    assert np.array_equal(arena.grad, np.ones(3))  # a refused call changes nothing
+    assert opt.step() and opt.state_bytes() == 2 * 3 * 4
 
 
 def mpirun(n: int, script: str, *args: object, timeout: float = 120, check: bool = True):
@@ -62,6 +101,7 @@ def rows(proc) -> list[dict]:
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
+@needs_mpi
 @pytest.mark.parametrize("n", [2, 4])
 def test_every_optimizer_and_stage_matches_the_single_process(n):
     names = [] if n == 4 else ["Adam", "NAdam", "SGD"]
@@ -83,12 +123,14 @@ def test_every_optimizer_and_stage_matches_the_single_process(n):
             assert max(r["state_bytes"]) - min(r["state_bytes"]) <= per_elem, what
 
 
+@needs_mpi
 def test_same_world_size_is_bitwise_reproducible():
     first = rows(mpirun(2, "equivalence.py", 6, "AdamW", "RMSprop"))
     again = rows(mpirun(2, "equivalence.py", 6, "AdamW", "RMSprop"))
     assert [r["digest"] for r in first] == [r["digest"] for r in again]
 
 
+@needs_mpi
 @pytest.mark.parametrize("n", [2, 4])
 def test_bytes_sent_are_the_ring_minimum(n):
     out = rows(mpirun(n, "bytes_sent.py", 1001))
@@ -111,6 +153,7 @@ def _reference(tmp_path, steps):
     return pickle.loads((tmp_path / "ref").read_bytes())
 
 
+@needs_mpi
 def test_checkpoint_saved_at_4_ranks_resumes_at_2_and_1(tmp_path):
     import ferroptim as fo
 
@@ -139,6 +182,7 @@ def test_checkpoint_saved_at_4_ranks_resumes_at_2_and_1(tmp_path):
                 )
 
 
+@needs_mpi
 @pytest.mark.parametrize("fault", ["die", "hang"])
 def test_a_lost_rank_stops_every_rank_and_the_checkpoint_resumes(tmp_path, fault):
     import ferroptim as fo
@@ -168,6 +212,7 @@ def test_a_lost_rank_stops_every_rank_and_the_checkpoint_resumes(tmp_path, fault
     assert opt.step() and opt.step_counts == [4] * 4
 
 
+@needs_mpi
 def test_train_distributed_rank0_writes_and_a_single_process_resumes(tmp_path):
     from ferroptim.train import checkpoint
 

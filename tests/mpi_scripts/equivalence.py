@@ -22,14 +22,20 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
-def train(cls, kw, options, steps, comm=None, stage=None, seed=0):
+def train(cls, kw, options, steps, comm=None, stage=None, seed=0, bucket=None, mean=False):
     arena = init_arena(seed)
     X, Y = data(seed)
     if comm is None:
         opt = cls(groups(arena, kw["lr"]), **kw, **options)
     else:
         opt = DistributedOptimizer(
-            cls, groups(arena, kw["lr"]), comm=comm, stage=stage, **kw, **options
+            cls,
+            groups(arena, kw["lr"]),
+            comm=comm,
+            stage=stage,
+            bucket_size=bucket,
+            **kw,
+            **options,
         )
     for t in range(steps):
         idx = np.arange(len(X))[(t * 16) % 64 : (t * 16) % 64 + 16]
@@ -43,7 +49,8 @@ def train(cls, kw, options, steps, comm=None, stage=None, seed=0):
         else:
             part = local_part(idx, comm.rank, comm.size)
             grads(arena, X[part], Y[part])
-            opt.step(weight=len(part) / len(idx))
+            # Equal parts: the plain mean over ranks; else each rank's share.
+            opt.step(weight=None if mean else len(part) / len(idx))
         for g in opt.param_groups:  # a schedule writing lr into the groups
             g["lr"] *= 0.95
     return arena, opt
@@ -64,7 +71,11 @@ def main() -> None:
             ref_arena, ref = train(cls, kw, options, steps)
             ref_sd = ref.state_dict()
             for stage in (0, 1, 2):
-                arena, opt = train(cls, kw, options, steps, comm, stage)
+                # Buckets of 7 elements under accumulation, the plain mean without options.
+                bucket = 7 if oname == "accumulate" else None
+                arena, opt = train(
+                    cls, kw, options, steps, comm, stage, bucket=bucket, mean=oname == "plain"
+                )
                 sd = opt.state_dict()
                 sdiff = 0.0
                 same_keys = set(sd["state"]) == set(ref_sd["state"])
