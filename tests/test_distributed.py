@@ -250,3 +250,21 @@ def test_train_distributed_rank0_writes_and_a_single_process_resumes(tmp_path):
     )
     assert again.returncode == 0, again.stderr
     assert checkpoint.load(out / "last.npz")["epoch"] == 3
+
+
+@needs_mpi
+@pytest.mark.parametrize("flags", [["--epochs", "0"], ["--resume", "/nonexistent/run"]])
+def test_train_distributed_bad_flag_is_one_line_and_exit_2(flags):
+    proc = mpirun(
+        2,
+        sys.executable,
+        "-m",
+        "ferroptim.distributed.train",
+        "--distributed",
+        *flags,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("ferroptim train: error:") == 1, proc.stderr
+    assert "aborting" not in proc.stderr

@@ -22,6 +22,7 @@ from ferroptim.distributed.sampler import local_part
 from ferroptim.distributed.zero import DistributedOptimizer
 from ferroptim.train import checkpoint
 from ferroptim.train.callbacks import Callback
+from ferroptim.train.cli import UsageError, check_flags
 from ferroptim.train.trainer import FunctionModel, Trainer
 
 __all__ = ["DistributedTrainer", "train_main"]
@@ -115,6 +116,10 @@ class DistributedTrainer(Trainer):
         return Path(path)
 
 
+class _Shared(UsageError):
+    """A usage error every rank raises at the same point: no rank waits, no abort."""
+
+
 def _parser() -> Any:
     from ferroptim.train.cli import build_parser
 
@@ -168,7 +173,6 @@ def _run(args: Any, argv: list[str], comm: Any) -> int:
     from ferroptim.train.build import TrainConfig, build, make_schedule, optimizer_kwargs
 
     plain_argv = _strip(argv)
-    cli.check_flags(args)
     saved, config = None, {"argv": plain_argv, "epochs": args.epochs}
     if args.resume:
         from ferroptim.train.cli_resume import resume
@@ -182,11 +186,14 @@ def _run(args: Any, argv: list[str], comm: Any) -> int:
                 got = ("error", str(err))
         got = comm.bcast(got)
         if got[0] == "error":
-            raise cli.UsageError(got[1])
+            raise _Shared(got[1])
         new_args, saved, config = got[1]
         for key, value in vars(new_args).items():
             setattr(args, key, value)
-    cli.check_flags(args)
+    try:
+        check_flags(args)  # the resumed flags, the same on every rank
+    except UsageError as err:
+        raise _Shared(str(err)) from None
     run = TrainConfig.from_args(args)
     # The single-process run's data, model and schedule; its optimizer is
     # rebuilt with the same arguments, distributed.
@@ -203,7 +210,7 @@ def _run(args: Any, argv: list[str], comm: Any) -> int:
             **optimizer_kwargs(run),
         )
     except (ValueError, TypeError) as err:
-        raise cli.UsageError(f"--optimizer {args.optimizer}: {err}") from None
+        raise _Shared(f"--optimizer {args.optimizer}: {err}") from None
     steps_per_epoch = -(-len(data.X_train) // run.batch_size)
     scheduler = Scheduler(
         optimizer, make_schedule(run.schedule, run.epochs * steps_per_epoch, run.warmup)
@@ -284,22 +291,30 @@ def train_main(argv: list[str] | None = None) -> int:
         0, or 2 for a bad flag (reported by rank 0 in one line).
     """
     from ferroptim.distributed.comm import Comm
-    from ferroptim.train.cli import UsageError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = _parser().parse_args(argv)
-        comm = Comm(timeout=args.mpi_timeout)
     except UsageError as err:
         print(f"ferroptim train: error: {err}", file=sys.stderr)
         return 2
+    comm = Comm(timeout=args.mpi_timeout)
     try:
+        try:
+            check_flags(args)
+        except UsageError as err:
+            raise _Shared(str(err)) from None  # the same verdict on every rank
         return _run(args, argv, comm)
+    except _Shared as err:
+        if comm.rank == 0:
+            print(f"ferroptim train: error: {err}", file=sys.stderr)
+        return 2
     except UsageError as err:
         if comm.size == 1:
             print(f"ferroptim train: error: {err}", file=sys.stderr)
             return 2
-        # The other ranks may be inside a collective already: stop them all.
+        # Past the checks a rank may fail alone while the others wait in a
+        # collective: stop them all.
         comm.abort(f"ferroptim train: error: {err}", 2)
         return 2
 
