@@ -217,7 +217,9 @@ def test_train_distributed_rank0_writes_and_a_single_process_resumes(tmp_path):
     from ferroptim.train import checkpoint
 
     out = tmp_path / "run"
+    # With an EMA: evaluating the averaged weights (the plot's title too) is collective.
     flags = ["--dataset", "iris", "--hidden", "8", "--epochs", "2", "--batch-size", "16"]
+    flags += ["--ema-decay", "0.9", "--max-grad-norm", "1"]
     proc = mpirun(
         2,
         sys.executable,
@@ -226,6 +228,8 @@ def test_train_distributed_rank0_writes_and_a_single_process_resumes(tmp_path):
         "--distributed",
         "--zero-stage",
         "2",
+        "--mpi-timeout",
+        "30",
         *flags,
         "--out",
         out,

@@ -36,11 +36,20 @@ class RootOnly(Callback):
         self.callback, self.rank = callback, rank
 
     def __getattribute__(self, name: str) -> Any:
+        if name == "on_train_end" and object.__getattribute__(self, "rank") != 0:
+            return object.__getattribute__(self, "_title_only")
         if name.startswith("on_") and object.__getattribute__(self, "rank") != 0:
             return lambda *args, **kw: None
         if name.startswith("on_"):
             return getattr(object.__getattribute__(self, "callback"), name)
         return object.__getattribute__(self, name)
+
+    def _title_only(self, trainer: Any) -> None:
+        # A title function may evaluate (averaged weights: a collective):
+        # every rank takes part, rank 0 alone draws.
+        title = getattr(self.callback, "title", None)
+        if callable(title):
+            title(trainer)
 
     def state_dict(self) -> dict[str, Any]:
         return self.callback.state_dict()
