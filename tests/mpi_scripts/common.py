@@ -6,7 +6,8 @@ import numpy as np
 
 import ferroptim as fo
 
-SHAPES = {"w1": (7, 5), "b1": (5,), "w2": (5, 3), "b2": (3,)}
+# "z" has no elements: it lies in no rank's slice, but in the weights' run.
+SHAPES = {"w1": (7, 5), "b1": (5,), "w2": (5, 3), "z": (0,), "b2": (3,)}
 
 # Every optimizer with hyperparameters that make its whole state move.
 OPTIMIZERS = {
@@ -56,6 +57,6 @@ def grads(arena: fo.ParamArena, X: np.ndarray, Y: np.ndarray) -> float:
 def groups(arena: fo.ParamArena, lr: float) -> list[dict]:
     """Two groups with their own hyperparameters: the weights, and the biases."""
     return [
-        {"params": arena.select(["w1", "w2"])},
+        {"params": arena.select(["w1", "w2", "z"])},
         {"params": arena.select(["b1", "b2"]), "lr": lr / 2},
     ]

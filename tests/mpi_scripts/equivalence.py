@@ -19,6 +19,10 @@ from ferroptim.distributed import Comm, DistributedOptimizer, local_part
 
 
 def rel(a: np.ndarray, b: np.ndarray) -> float:
+    if a.shape != b.shape:
+        return float("inf")
+    if b.size == 0:
+        return 0.0
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 

@@ -67,11 +67,29 @@ def gather_state(dopt: DistributedOptimizer) -> dict[str, Any]:
         for name in arena.names:
             if name in parts:
                 state[name] = _join(name, sorted(parts[name], key=lambda p: p[0]), arena)
+        _fill_empty(opt, arena, state)
         result = {"state": state, "param_groups": _groups(dopt), "optimizer": opt._kind()}
     acc = _accumulation(dopt)
     if acc is not None:
         result["accumulation"] = acc
     return result
+
+
+def _fill_empty(opt: Any, arena: Any, state: dict[str, dict[str, Any]]) -> None:
+    """Params with no elements sit in no rank's slice; the single-process
+    state_dict still has an entry for them when their arena run stepped."""
+    for members in opt._members:
+        stepped = next((state[m.key] for m in members if m.key in state), None)
+        if stepped is None:
+            continue
+        for m in members:
+            if m.key not in state and arena.params[m.key].size == 0:
+                state[m.key] = {
+                    k: np.zeros(arena.shapes[m.key], v.dtype)
+                    if isinstance(v, np.ndarray) and v.ndim
+                    else v
+                    for k, v in stepped.items()
+                }
 
 
 def _join(name: str, parts: list[tuple[int, dict[str, Any]]], arena: Any) -> dict[str, Any]:
