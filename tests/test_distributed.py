@@ -77,6 +77,11 @@ def test_bad_arguments_are_refused_naming_them():
         opt.step(weight=-1.0)
     assert np.array_equal(arena.grad, np.ones(3))  # a refused call changes nothing
     assert opt.step() and opt.state_bytes() == 2 * 3 * 4
+    two = fo.ParamArena({"w": (3,), "b": (2,)})
+    opt = DistributedOptimizer(fo.Adam, [{"params": two.select("w")}], lr=0.1)
+    opt.optimizer.add_param_group({"params": two.select("b")})
+    with pytest.raises(ParamError, match="added after"):
+        opt.step()
 
 
 def mpirun(n: int, script: str, *args: object, timeout: float = 120, check: bool = True):
@@ -272,3 +277,17 @@ def test_train_distributed_bad_flag_is_one_line_and_exit_2(flags):
     assert proc.returncode == 2
     assert proc.stderr.count("ferroptim train: error:") == 1, proc.stderr
     assert "aborting" not in proc.stderr
+
+
+@needs_mpi
+def test_nonfinite_grads_on_one_rank_skip_every_rank_and_the_norm_is_global():
+    out = rows(mpirun(4, "nonfinite.py"))
+    assert [r["stage"] for r in out] == [0, 1, 2]
+    for r in out:
+        for rank in r["ranks"]:
+            assert rank["skipped"] and rank["unchanged"] and rank["skipped_steps"] == 1
+            assert rank["stepped"]
+            assert rank["norm"] == pytest.approx(3 * np.sqrt(10), rel=1e-14)
+            # Clipped to norm 1 (torch's coefficient max_norm / (norm + 1e-6)).
+            step = 0.1 * 3 / (3 * np.sqrt(10) + 1e-6)
+            np.testing.assert_allclose(rank["params"], -step, rtol=1e-12)

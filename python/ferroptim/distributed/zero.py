@@ -123,6 +123,7 @@ class DistributedOptimizer:
         self._skipped = 0
         self._last_norm: float | None = None
         self.lo, self.hi = chunk_bounds(arena.size, self.comm.size)[self.comm.rank]
+        self._n_groups = len(self.optimizer.param_groups)
         self.pieces: list[Piece] = []
         self.shard: Any = None
         if stage > 0:
@@ -179,6 +180,12 @@ class DistributedOptimizer:
         """
         if weight is not None and not (isinstance(weight, (int, float)) and weight >= 0):
             raise HyperparameterError(f"weight: must be a number >= 0, got {weight!r}")
+        if len(self.optimizer.param_groups) != self._n_groups:
+            # The slices were cut for the groups given at construction.
+            raise ParamError(
+                "param groups were added after the DistributedOptimizer was built: "
+                "build a new one over all the groups"
+            )
         grad = self.arena.grad
         # Each rank's grads are scaled by its share first, so that a plain sum
         # over ranks is the global grad, and pending micro-batch sums are in
