@@ -15,6 +15,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     bindings::add_optimizers(m)?;
+    m.add_class::<bindings::spans::MemorySpans>()?;
     m.add_function(wrap_pyfunction!(bindings::gradtools::grad_norm, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::gradtools::all_finite, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::gradtools::clip_grad_norm, m)?)?;

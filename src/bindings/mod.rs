@@ -1,12 +1,13 @@
-//! The Python classes: one per optimizer of the core, all declared by
-//! [`optimizer_class!`] from the list in [`add_optimizers`], plus the
-//! runtime settings and grad tools. No optimizer math lives here.
+//! The Python classes: one per optimizer of the core's list
+//! (`ferroptim_core::for_each_optimizer!`), all declared by [`optimizer_class!`],
+//! plus the runtime settings, grad tools and overlap checks for the CUDA
+//! engine. No optimizer math lives here.
 
 pub mod gradtools;
 pub mod runtime;
+pub mod spans;
 
 use ferroptim_core::hyper::HyperSource;
-use ferroptim_core::kernels::{adadelta, adagrad, adam, adamax, lion, nadam, radam, rmsprop, sgd};
 use ferroptim_core::{Error, Result};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict};
@@ -65,17 +66,10 @@ impl HyperSource for Group<'_, '_> {
     }
 }
 
-/// Registers every optimizer class; adding an optimizer is one line here.
+/// Registers one class per optimizer of the core's list
+/// ([`ferroptim_core::for_each_optimizer`]): nothing to add here for a new one.
 pub fn add_optimizers(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    optimizer_class!(m, "SGD", sgd::Sgd);
-    optimizer_class!(m, "Adam", adam::Adam);
-    optimizer_class!(m, "RMSprop", rmsprop::Rmsprop);
-    optimizer_class!(m, "Adagrad", adagrad::Adagrad);
-    optimizer_class!(m, "Adadelta", adadelta::Adadelta);
-    optimizer_class!(m, "Adamax", adamax::Adamax);
-    optimizer_class!(m, "NAdam", nadam::Nadam);
-    optimizer_class!(m, "RAdam", radam::Radam);
-    optimizer_class!(m, "Lion", lion::Lion);
+    ferroptim_core::for_each_optimizer!(optimizer_class!(m,));
     Ok(())
 }
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ferroptim import _core
 from ferroptim.cuda.device import THREADS
 from ferroptim.exceptions import (
     DtypeError,
@@ -84,8 +85,7 @@ class CudaEngine:
         self.skipped_steps = 0
         self._norm: Any = None  # device array holding the last step's grad norm, or None
         self._options: dict[str, Any] = {}
-        self._starts = self._ends = np.zeros(0, np.int64)  # param spans, sorted (grad checks)
-        self._order: list[int] = []
+        self._spans = _core.MemorySpans()  # the params' memory (overlap checks)
         self.configure()
 
     # -- configuration ------------------------------------------------------
@@ -157,32 +157,9 @@ class CudaEngine:
                     aux=self.aux[1] if self.aux else 0.0,
                 )
             )
-        everyone = self.params + staged
-        ranges = sorted(
-            (p.ptr, p.ptr + p.numel * p.dtype.itemsize, k)
-            for k, p in enumerate(everyone)
-            if p.numel > 0
-        )
-        for (a0, a1, i), (b0, b1, j) in zip(ranges, ranges[1:]):
-            if b0 < a1:
-                how = (
-                    "are the same array (a param given twice)"
-                    if (a0, a1) == (b0, b1)
-                    else ("share memory")
-                )
-                first, second = sorted((i, j))
-                raise ParamError(
-                    f"params {everyone[first].label} and {everyone[second].label} {how}"
-                )
+        # The CPU engine's overlap checks and messages (the Rust core's).
+        self._spans.add([(p.ptr, p.numel * p.dtype.itemsize, p.label) for p in staged])
         self.params += staged
-        spans = sorted(
-            (q.ptr, q.ptr + q.numel * q.dtype.itemsize, k)
-            for k, q in enumerate(self.params)
-            if q.numel > 0
-        )
-        self._starts = np.array([a for a, _, _ in spans], np.int64)
-        self._ends = np.array([b for _, b, _ in spans], np.int64)
-        self._order = [k for _, _, k in spans]
 
     def _check_device_array(self, array: Any, what: str, error: type) -> None:
         if type(array) is self.device.array_type and (
@@ -247,12 +224,14 @@ class CudaEngine:
 
         # Pass 1: check every grad; nothing is launched or changed before this ends.
         ready: list[tuple[_Param, Any, int]] = []
-        for p, g in zip(self.params, grads):
+        spans: list[tuple[int, int, int]] = []  # (param index, grad address, bytes)
+        for k, (p, g) in enumerate(zip(self.params, grads)):
             if g is None or p.frozen:
                 continue
             g = self._checked_grad(p, g)
             ready.append((p, g, self.device.ptr(g)))
-        self._check_no_grad_overlaps(ready)
+            spans.append((k, ready[-1][2], p.numel * p.dtype.itemsize))
+        self._spans.check_grads(spans)  # no grad may share memory with a param
 
         o = self._options
         glob = np.array([grad_scale, o["clip_value"] or math.inf, 0.0, math.nan])
@@ -337,23 +316,6 @@ class CudaEngine:
         if not g.flags.c_contiguous:
             return self.device.contiguous(g)  # strided: read it in index order from a copy
         return g
-
-    def _check_no_grad_overlaps(self, ready: list[tuple[_Param, Any, int]]) -> None:
-        """No grad may share memory with any param (the step writes the params)."""
-        items = [(p, ptr) for p, _, ptr in ready if p.numel]
-        if not items:
-            return
-        starts = np.fromiter((ptr for _, ptr in items), np.int64, len(items))
-        ends = starts + np.fromiter((p.numel * p.dtype.itemsize for p, _ in items), np.int64)
-        # Params never overlap each other, so sorted by start their ends are
-        # sorted too: only the last param starting before a grad's end can overlap it.
-        k = np.searchsorted(self._starts, ends) - 1
-        hit = (k >= 0) & (self._ends[np.maximum(k, 0)] > starts)
-        if hit.any():
-            i = int(np.argmax(hit))
-            p, q = items[i][0], self.params[self._order[int(k[i])]]
-            whose = "its param" if q is p else f"param {q.label}"
-            raise GradError(f"grad for param {p.label} shares memory with {whose}; pass a copy")
 
     def _tables(self, items: list[tuple[_Param, Any, int]]) -> Any:
         """The chunk table of these tensors (tensor row, first element), on the device."""

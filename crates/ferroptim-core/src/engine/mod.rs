@@ -8,12 +8,12 @@
 //! writeable; everything else is decided here.
 
 mod arena;
+mod spans;
 mod state;
 mod step;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
 use crate::error::{Error, Result};
@@ -21,6 +21,7 @@ use crate::kernels::{Algorithm, MAX_SLOTS};
 use crate::options::Options;
 
 use arena::Arenas;
+pub use spans::{Span, Spans};
 pub use state::{
     aux_value, check_shape, count, Buffer, ParamState, StagedState, StateKey, Values, AVERAGED,
     AVERAGED_STEPS,
@@ -85,13 +86,8 @@ pub struct Engine<A> {
     params: Vec<Param>,
     num_groups: usize,
     arenas: Arenas,
-    /// Byte ranges `(start, end, param index)` of the non-empty params,
-    /// sorted, for the grad overlap check of a step; rebuilt from `index`
-    /// by the first step after params were added.
-    ranges: Vec<(usize, usize, usize)>,
-    /// The same ranges keyed by start, so adding a group costs O(k log n)
-    /// rather than a re-sort of every range (16k groups were quadratic).
-    index: BTreeMap<usize, (usize, usize)>,
+    /// The params' memory, for the overlap checks.
+    spans: Spans,
     options: Options,
     skipped: u64,
     last_grad_norm: Option<f64>,
@@ -110,8 +106,7 @@ impl<A: Algorithm> Engine<A> {
             params: Vec::new(),
             num_groups: 0,
             arenas: Arenas::new(),
-            ranges: Vec::new(),
-            index: BTreeMap::new(),
+            spans: Spans::default(),
             options: Options::default(),
             skipped: 0,
             last_grad_norm: None,
@@ -209,41 +204,15 @@ impl<A: Algorithm> Engine<A> {
                 averaged: 0,
             });
         }
-        // The new ranges against each other, then against the registered ones.
-        ranges.sort_unstable();
-        let mut clash = ranges
-            .windows(2)
-            .find(|pair| pair[1].0 < pair[0].1)
-            .map(|pair| (pair[0], pair[1]));
-        if clash.is_none() {
-            clash = ranges.iter().find_map(|&(start, end, i)| {
-                let before = self.index.range(..=start).next_back();
-                let after = self.index.range(start..end).next();
-                before
-                    .filter(|(_, &(e, _))| e > start)
-                    .or(after)
-                    .map(|(&s, &(e, j))| ((s, e, j), (start, end, i)))
-            });
-        }
-        if let Some((a, b)) = clash {
-            let name = |i: usize| {
-                if i < base {
-                    self.params[i].label.clone()
-                } else {
-                    staged[i - base].label.clone()
-                }
-            };
-            let how = if a.0 == b.0 && a.1 == b.1 {
-                "are the same array (a param given twice)"
+        let registered = &self.params;
+        let label = |i: usize| {
+            if i < base {
+                registered[i].label.clone()
             } else {
-                "share memory"
-            };
-            return Err(Error::Param(format!(
-                "params {} and {} {how}",
-                name(a.2.min(b.2)),
-                name(a.2.max(b.2))
-            )));
-        }
+                staged[i - base].label.clone()
+            }
+        };
+        self.spans.check_new(&mut ranges, label)?;
         for kind in [Kind::F32, Kind::F64] {
             let extra = staged.iter().filter(|p| p.kind == kind).map(|p| p.len);
             self.arenas.reserve(kind, extra.sum())?;
@@ -253,22 +222,9 @@ impl<A: Algorithm> Engine<A> {
             p.offset = self.arenas.grow(p.kind, p.len);
             self.params.push(p);
         }
-        if !ranges.is_empty() {
-            self.index
-                .extend(ranges.iter().map(|&(start, end, i)| (start, (end, i))));
-            self.ranges.clear();
-        }
+        self.spans.insert(&ranges);
         self.num_groups = self.num_groups.max(group + 1);
         Ok(())
-    }
-
-    /// The param whose memory overlaps `[start, end)`, if any.
-    fn overlapping(&self, start: usize, end: usize) -> Option<usize> {
-        if start == end {
-            return None;
-        }
-        let k = self.ranges.partition_point(|r| r.1 <= start);
-        self.ranges.get(k).filter(|r| r.0 < end).map(|r| r.2)
     }
 
     /// Checks a step's scale and group count, before anything else of it.
@@ -284,9 +240,7 @@ impl<A: Algorithm> Engine<A> {
                 self.num_groups
             )));
         }
-        if self.ranges.len() != self.index.len() {
-            self.ranges = self.index.iter().map(|(&s, &(e, i))| (s, e, i)).collect();
-        }
+        self.spans.refresh();
         Ok(())
     }
 
@@ -310,17 +264,8 @@ impl<A: Algorithm> Engine<A> {
         what: impl Fn() -> String,
     ) -> Result<()> {
         let p = &self.params[i];
-        if let Some(j) = self.overlapping(addr, addr + p.len * p.kind.itemsize()) {
-            let whose = if j == i {
-                "its param".to_string()
-            } else {
-                format!("param {}", self.params[j].label)
-            };
-            return Err(Error::Grad(format!(
-                "{} shares memory with {whose}; pass a copy",
-                what()
-            )));
-        }
-        Ok(())
+        let span = (addr, addr + p.len * p.kind.itemsize());
+        self.spans
+            .check_grad(i, span, what, |j| self.params[j].label.clone())
     }
 }

@@ -25,6 +25,25 @@ pub mod simd;
 #[cfg(test)]
 mod tests;
 
+/// Every optimizer, as `"PythonName", type`: a front end declares one class
+/// per entry by passing its own macro and leading arguments, as in
+/// `for_each_optimizer!(my_macro!(module,))`. Adding an optimizer to the
+/// library is its file, its `pub mod` line above, and one line here.
+#[macro_export]
+macro_rules! for_each_optimizer {
+    ($callback:ident!($($args:tt)*)) => {
+        $callback!($($args)* "SGD", $crate::kernels::sgd::Sgd);
+        $callback!($($args)* "Adam", $crate::kernels::adam::Adam);
+        $callback!($($args)* "RMSprop", $crate::kernels::rmsprop::Rmsprop);
+        $callback!($($args)* "Adagrad", $crate::kernels::adagrad::Adagrad);
+        $callback!($($args)* "Adadelta", $crate::kernels::adadelta::Adadelta);
+        $callback!($($args)* "Adamax", $crate::kernels::adamax::Adamax);
+        $callback!($($args)* "NAdam", $crate::kernels::nadam::Nadam);
+        $callback!($($args)* "RAdam", $crate::kernels::radam::Radam);
+        $callback!($($args)* "Lion", $crate::kernels::lion::Lion);
+    };
+}
+
 pub use multi::{Job, MAX_SLOTS};
 pub use real::Real;
 
