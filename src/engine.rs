@@ -80,14 +80,36 @@ impl<A: Algorithm> Inner<A> {
 
     /// Checks the grad of param `i` and returns the address to read it
     /// from. Messages are only formatted on failure: this runs per tensor.
-    fn check_grad<'py>(
+    /// Checks every grad (and that no param changed under us) before any
+    /// work; the address to read each stepping param's grad from.
+    fn check_grads<'py>(
         &self,
         py: Python<'py>,
-        i: usize,
-        g: &Bound<'py, PyAny>,
+        grads: &[Bound<'py, PyAny>],
         copies: &mut Vec<Bound<'py, PyAny>>,
-    ) -> Result<usize> {
-        self.check_param(py, i)?;
+    ) -> Result<Vec<Option<usize>>> {
+        self.core.check_grad_count(grads.len())?;
+        let mut ready = Vec::with_capacity(grads.len());
+        for (i, g) in grads.iter().enumerate() {
+            ready.push(if g.is_none() {
+                None
+            } else if self.core.is_frozen(i) {
+                self.check_grad_fits(i, g)?;
+                None
+            } else {
+                Some(self.check_grad(py, i, g, copies)?)
+            });
+        }
+        Ok(ready)
+    }
+
+    /// The grad is an array of its param's dtype and shape. Frozen params'
+    /// grads are checked this far too, so freezing never hides a wrong grad.
+    fn check_grad_fits<'a, 'py>(
+        &self,
+        i: usize,
+        g: &'a Bound<'py, PyAny>,
+    ) -> Result<&'a Bound<'py, PyUntypedArray>> {
         let (label, kind, shape, _, _) = self.core.param(i);
         let what = || format!("grad for param {label}");
         let arr = as_array(g, what)?;
@@ -106,6 +128,20 @@ impl<A: Algorithm> Inner<A> {
                 arr.shape(),
             )));
         }
+        Ok(arr)
+    }
+
+    fn check_grad<'py>(
+        &self,
+        py: Python<'py>,
+        i: usize,
+        g: &Bound<'py, PyAny>,
+        copies: &mut Vec<Bound<'py, PyAny>>,
+    ) -> Result<usize> {
+        self.check_param(py, i)?;
+        let arr = self.check_grad_fits(i, g)?;
+        let label = self.core.param(i).0;
+        let what = || format!("grad for param {label}");
         let (gaddr, gfl) = header(arr);
         if gfl & IS_C_CONTIGUOUS != 0 && gfl & IS_ALIGNED != 0 {
             self.core.check_grad_memory(i, gaddr, what)?;
@@ -234,6 +270,16 @@ impl<A: Algorithm> Engine<A> {
         Ok(())
     }
 
+    /// The checks of a step's grads, without the step (for the calls that
+    /// only accumulate): raises what `step` would raise for these grads.
+    pub fn check_grads(&self, py: Python<'_>, grads: &Bound<'_, PyAny>) -> PyFerrResult<()> {
+        let mut inner = self.lock(py);
+        inner.core.refresh_spans();
+        let grads = grad_list(grads)?;
+        inner.check_grads(py, &grads, &mut Vec::new())?;
+        Ok(())
+    }
+
     /// One step over all params whose grad is not None; false when skipped.
     pub fn step(
         &self,
@@ -257,25 +303,9 @@ impl<A: Algorithm> Engine<A> {
                 A::from_group(&Group(dict))
             })
             .collect::<Result<Vec<_>>>()?;
-        let grads = grads.try_iter().map_err(|_| {
-            Error::Dtype(format!(
-                "grads must be a list of arrays, got {}",
-                type_name(grads)
-            ))
-        })?;
-        let grads = grads.collect::<PyResult<Vec<_>>>()?;
-        inner.core.check_grad_count(grads.len())?;
-
-        // Check every grad (and that no param changed under us) before any work.
+        let grads = grad_list(grads)?;
         let mut copies = Vec::new();
-        let mut ready: Vec<Option<usize>> = Vec::with_capacity(grads.len());
-        for (i, g) in grads.iter().enumerate() {
-            ready.push(if g.is_none() || inner.core.is_frozen(i) {
-                None
-            } else {
-                Some(inner.check_grad(py, i, g, &mut copies)?)
-            });
-        }
+        let ready = inner.check_grads(py, &grads, &mut copies)?;
         let core = &mut inner.core;
         // SAFETY: every param was checked live and writeable at its address
         // and every grad address checked (dtype, shape, contiguous, no shared
@@ -314,4 +344,14 @@ impl<A: Algorithm> Engine<A> {
             .collect::<PyFerrResult<Vec<_>>>()?;
         Ok(inner.core.load_state(staged)?)
     }
+}
+
+fn grad_list<'py>(grads: &Bound<'py, PyAny>) -> PyFerrResult<Vec<Bound<'py, PyAny>>> {
+    let items = grads.try_iter().map_err(|_| {
+        Error::Dtype(format!(
+            "grads must be a list of arrays, got {}",
+            type_name(grads)
+        ))
+    })?;
+    Ok(items.collect::<PyResult<Vec<_>>>()?)
 }

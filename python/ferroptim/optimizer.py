@@ -342,6 +342,9 @@ class Optimizer:
         (a bad grad, or a step the engine refuses) leaves the buffers as they were."""
         acc = self._accumulation
         check_grads(grads, self._labels, self._dtypes, self._shapes(), self._gpu)
+        if not self._gpu:
+            # The engine's own checks too (a grad sharing memory with a param).
+            self._engine.check_grads(grads)
         if acc.calls + 1 < self.accumulate:
             acc.add(grads)
             return False

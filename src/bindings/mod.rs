@@ -205,6 +205,11 @@ macro_rules! optimizer_class {
                 Ok(self.0.add_params(py, &params, group, &labels)?)
             }
 
+            /// Raises what `step` would raise for these grads; changes nothing.
+            fn check_grads(&self, py: Python<'_>, grads: &Bound<'_, PyAny>) -> PyFerrResult<()> {
+                self.0.check_grads(py, grads)
+            }
+
             /// One step; returns False when it was skipped (non-finite grads).
             #[pyo3(signature = (grads, groups, grad_scale = 1.0))]
             fn step(

@@ -240,8 +240,14 @@ impl<A: Algorithm> Engine<A> {
                 self.num_groups
             )));
         }
-        self.spans.refresh();
+        self.refresh_spans();
         Ok(())
+    }
+
+    /// Makes the grad memory checks see every registered param (the sorted
+    /// spans are rebuilt lazily, once after params were added).
+    pub fn refresh_spans(&mut self) {
+        self.spans.refresh();
     }
 
     /// One grad per param.
