@@ -225,3 +225,21 @@ def test_integer_inputs_pass_as_they_are(torch: Any) -> None:
     # Floating inputs in another dtype are cast to the params' dtype.
     lin = TorchModel(torch.nn.Linear(3, 1))
     assert lin.forward(np.ones((2, 3), np.float64)).dtype == np.float32
+
+
+def test_a_torch_loss_is_wrapped_by_the_trainer(torch) -> None:
+    """Passing torch.nn.CrossEntropyLoss() as it is used to fail inside torch."""
+    import ferroptim as fo
+    from ferroptim.train import Trainer
+    from ferroptim.train.torch_model import TorchLoss, TorchModel
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 3)).double()
+    model = TorchModel(module)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((32, 4)), rng.integers(0, 3, 32)
+    for loss in (torch.nn.CrossEntropyLoss(), torch.nn.functional.cross_entropy):
+        trainer = Trainer(model, fo.SGD(model.arena, lr=0.1), loss=loss, batch_size=8, verbose=0)
+        assert isinstance(trainer.loss_fn, TorchLoss)
+        history = trainer.fit(X, y, epochs=2)
+        assert np.isfinite(history["loss"]).all()

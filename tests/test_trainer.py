@@ -28,7 +28,7 @@ from ferroptim.train import (
     ModelCheckpoint,
     PlotHistory,
     ProgressBar,
-    ReduceLROnPlateau,
+    ReduceLROnPlateauCallback,
     TerminateOnNaN,
     Trainer,
 )
@@ -634,7 +634,7 @@ def test_model_checkpoint_writes_best_and_last(tmp_path):
 def test_reduce_lr_on_plateau_callback_lowers_the_lr():
     X, y = blobs(64)
     script = Scripted("val_loss", [1.0] * 6)  # never improves after the first epoch
-    plateau = ReduceLROnPlateau("val_loss", factor=0.5, patience=1)
+    plateau = ReduceLROnPlateauCallback("val_loss", factor=0.5, patience=1)
     trainer = logistic_trainer(callbacks=[script, plateau], batch_size=32)
     history = trainer.fit(X, y, epochs=6)
     # The epoch's lr is logged before the callback reacts to that epoch.
@@ -643,7 +643,9 @@ def test_reduce_lr_on_plateau_callback_lowers_the_lr():
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0125)
     # An improving metric leaves the lr alone.
     script = Scripted("val_loss", [1.0, 0.9, 0.8, 0.7])
-    trainer = logistic_trainer(callbacks=[script, ReduceLROnPlateau("val_loss", patience=0)])
+    trainer = logistic_trainer(
+        callbacks=[script, ReduceLROnPlateauCallback("val_loss", patience=0)]
+    )
     assert trainer.fit(X, y, epochs=4)["lr"] == [0.05] * 4
     assert trainer.optimizer.param_groups[0]["lr"] == 0.05
 

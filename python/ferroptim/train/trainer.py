@@ -192,6 +192,10 @@ class Trainer:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
         self.optimizer = optimizer
+        if _is_torch_loss(loss):
+            from ferroptim.train.torch_model import TorchLoss
+
+            loss = TorchLoss(loss)  # torch.nn.CrossEntropyLoss() etc. work as given
         self.loss_name = loss if isinstance(loss, str) else type(loss).__name__
         self.loss_fn = get_loss(loss) if isinstance(loss, str) else loss
         self.metrics: dict[str, Callable] = {}
@@ -468,3 +472,12 @@ class Trainer:
         Raises :class:`CheckpointError` for a missing, corrupt or mismatched file.
         """
         self.load_state_dict(checkpoint.load(path))
+
+
+def _is_torch_loss(loss: Any) -> bool:
+    """A torch module or function (``torch.nn.MSELoss()``, ``F.cross_entropy``),
+    told by its module name so torch is never imported here."""
+    module = getattr(loss, "__module__", None) or type(loss).__module__
+    if isinstance(loss, str) or not callable(loss):
+        return False
+    return module.split(".")[0] == "torch" or type(loss).__module__.split(".")[0] == "torch"
