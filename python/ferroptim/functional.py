@@ -45,34 +45,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ferroptim.adadelta import Adadelta
-from ferroptim.adagrad import Adagrad
-from ferroptim.adam import Adam
-from ferroptim.adamax import Adamax
-from ferroptim.adamw import AdamW
 from ferroptim.exceptions import GradError, HyperparameterError, ParamError
-from ferroptim.lion import Lion
-from ferroptim.nadam import NAdam
 from ferroptim.optimizer import Optimizer
-from ferroptim.radam import RAdam
-from ferroptim.rmsprop import RMSprop
-from ferroptim.sgd import SGD
 
-__all__ = [
-    "FunctionalOptimizer",
-    "OptState",
-    "adadelta",
-    "adagrad",
-    "adam",
-    "adamax",
-    "adamw",
-    "from_optimizer",
-    "lion",
-    "nadam",
-    "radam",
-    "rmsprop",
-    "sgd",
-]
+# Besides these, one factory per optimizer of ferroptim.registry, named as
+# there (``adamw``, ...), made on first use by the module's __getattr__ below:
+# a new optimizer class exported from ferroptim needs no edit here.
+_NAMED = ["FunctionalOptimizer", "OptState", "from_optimizer"]
 
 Params = list[np.ndarray] | tuple[np.ndarray, ...] | dict[str, np.ndarray]
 
@@ -262,14 +241,30 @@ def _factory(name: str, cls: type[Optimizer]) -> Callable[..., FunctionalOptimiz
     return make
 
 
-# One factory per optimizer class, generated from the class list.
-sgd = _factory("sgd", SGD)
-adam = _factory("adam", Adam)
-adamw = _factory("adamw", AdamW)
-adamax = _factory("adamax", Adamax)
-nadam = _factory("nadam", NAdam)
-radam = _factory("radam", RAdam)
-rmsprop = _factory("rmsprop", RMSprop)
-adagrad = _factory("adagrad", Adagrad)
-adadelta = _factory("adadelta", Adadelta)
-lion = _factory("lion", Lion)
+# name -> (class, its factory): each factory is made once, so F.adam is F.adam.
+_made: dict[str, tuple[type[Optimizer], Callable[..., FunctionalOptimizer]]] = {}
+
+
+def _factories() -> dict[str, Callable[..., FunctionalOptimizer]]:
+    # Imported here: ferroptim imports this module before its optimizer classes.
+    from ferroptim import registry
+
+    out = {}
+    for name, info in registry.optimizers().items():
+        if name not in _made or _made[name][0] is not info.cls:
+            _made[name] = (info.cls, _factory(name, info.cls))
+        out[name] = _made[name][1]
+    return out
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__all__":
+        return sorted([*_NAMED, *_factories()])
+    factory = _factories().get(name) if not name.startswith("_") else None
+    if factory is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return factory
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_factories()})
