@@ -17,8 +17,8 @@ use crate::ndarray::type_name;
 pub fn export<'py>(py: Python<'py>, state: &ParamState<'_>) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     dict.set_item("step", state.step)?;
-    if let Some((name, value)) = state.aux {
-        dict.set_item(name, value)?;
+    for (name, value) in &state.aux {
+        dict.set_item(*name, *value)?;
     }
     if let Some((averaged, values)) = state.average {
         dict.set_item(engine::AVERAGED_STEPS, averaged)?;
@@ -76,8 +76,8 @@ pub fn stage<A: Algorithm>(
                 staged.averaged = count()?;
                 continue;
             }
-            StateKey::Aux => {
-                staged.aux = Some(engine::aux_value(label, &key, number())?);
+            StateKey::Aux(k) => {
+                staged.aux[k] = Some(engine::aux_value(label, &key, number())?);
                 continue;
             }
             StateKey::Slot(k) => Some(k),
@@ -148,9 +148,7 @@ pub fn check<'py, A: Algorithm>(
         let state = ParamState {
             shape,
             step: s.step,
-            aux: A::AUX
-                .filter(|_| s.step > 0)
-                .map(|a| (a.0, s.aux.unwrap_or(a.1))),
+            aux: engine::aux_entries::<A>(s.step, s.aux),
             average: s.average.as_ref().map(|b| (s.averaged, b.values())),
             slots: (0..A::SLOTS.len())
                 .filter_map(|k| s.slots[k].as_ref().map(|b| (A::SLOTS[k], b.values())))

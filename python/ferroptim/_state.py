@@ -77,7 +77,7 @@ def state_dict(opt: Optimizer) -> dict[str, Any]:
             for slot, values in st.items():
                 if isinstance(values, np.ndarray):
                     entry[slot] = values.reshape(-1)[m.lo : m.hi].reshape(m.shape)
-                else:  # step, n_averaged, NAdam's mu_product: one per run
+                else:  # step, n_averaged, the class's AUX numbers: one per run
                     entry[slot] = values
             state[m.key] = entry
     groups = []
@@ -116,13 +116,20 @@ def _check_class(opt: Optimizer, sd: Mapping[str, Any]) -> bool:
     return True
 
 
+def _numbers(opt: Optimizer) -> tuple[str, ...]:
+    """The per-param numbers ``opt``'s class carries besides ``step`` (its engine's
+    AUX: NAdam's mu_product, ASGD's eta and mu)."""
+    return tuple(name for name, _ in opt._engine_class.AUX)
+
+
 def _check_entry(opt: Optimizer, key: Any, entry: Any) -> None:
     """One param's saved state: real numbers only, no bool counts, known slots."""
     if not isinstance(entry, Mapping):
         raise StateDictError(f"state of param {label(key)} must be a dict")
     known = list(opt._engine_class.state_names)
+    numbers = _numbers(opt)
     for slot, value in entry.items():
-        if slot in _COUNTS or slot == "mu_product":
+        if slot in _COUNTS or slot in numbers:
             if isinstance(value, (bool, np.bool_)) or np.iscomplexobj(value):
                 raise StateDictError(
                     f"{slot} of param {label(key)} must be a real number, got {value!r}"
@@ -143,7 +150,8 @@ def _check_entry(opt: Optimizer, key: Any, entry: Any) -> None:
 
 def _guess(opt: Optimizer, entry: Mapping[str, Any]) -> str:
     """``": is this a state_dict of X?"`` from the slots ``entry`` holds."""
-    slots = {k for k in entry if k not in _COMMON and k not in _COUNTS and k != "mu_product"}
+    numbers = _numbers(opt)
+    slots = {k for k in entry if k not in _COMMON and k not in _COUNTS and k not in numbers}
     fits = [
         name
         for name, cls in sorted(type(opt)._registry.items())

@@ -96,7 +96,7 @@ pub fn option_number(name: &str, value: Option<Bound<'_, PyAny>>) -> Result<Opti
 /// methods, plus static methods the CUDA engine takes its math from.
 macro_rules! optimizer_class {
     ($module:expr, $exported:literal, $algorithm:ty) => {{
-        use ferroptim_core::kernels::{cuda_scalars, Algorithm, MAX_SLOTS};
+        use ferroptim_core::kernels::{cuda_scalars, Algorithm, MAX_AUX, MAX_SLOTS};
         use pyo3::types::{PyDict, PyList};
 
         use crate::bindings::Group;
@@ -128,12 +128,12 @@ macro_rules! optimizer_class {
                 A::SLOTS.to_vec()
             }
 
-            /// The per-tensor number carried between steps, as
-            /// `(state-dict name, value before the first step)`, or None.
+            /// The per-tensor numbers carried between steps, as
+            /// `(state-dict name, value before the first step)` pairs.
             #[classattr]
             #[allow(non_snake_case)]
-            fn AUX() -> Option<(&'static str, f64)> {
-                A::AUX
+            fn AUX() -> Vec<(&'static str, f64)> {
+                A::AUX.to_vec()
             }
 
             /// The slots a step with this group's hyperparameters uses.
@@ -143,18 +143,31 @@ macro_rules! optimizer_class {
             }
 
             /// The CUDA kernel's scalar row for step `step` of one tensor
-            /// and the tensor's aux value after it (see `kernels::cuda_scalars`).
+            /// and the tensor's aux values after it (see `kernels::cuda_scalars`),
+            /// `aux` and the values returned one per `AUX` entry, in its order.
             #[staticmethod]
             #[pyo3(signature = (group, step, fresh, aux, average_weight = 0.0))]
             fn cuda_scalars(
                 group: &Bound<'_, PyDict>,
                 step: u64,
                 fresh: [bool; MAX_SLOTS],
-                aux: f64,
+                aux: Vec<f64>,
                 average_weight: f64,
-            ) -> PyFerrResult<(Vec<f64>, f64)> {
+            ) -> PyFerrResult<(Vec<f64>, Vec<f64>)> {
                 let h = A::from_group(&Group(group))?;
-                Ok(cuda_scalars::<A>(&h, step, fresh, aux, average_weight))
+                if aux.len() != A::AUX.len() {
+                    return Err(Error::State(format!(
+                        "cuda_scalars: got {} aux values, {} keeps {}",
+                        aux.len(),
+                        $exported,
+                        A::AUX.len()
+                    ))
+                    .into());
+                }
+                let mut carried = [0.0; MAX_AUX];
+                carried[..aux.len()].copy_from_slice(&aux);
+                let (row, after) = cuda_scalars::<A>(&h, step, fresh, carried, average_weight);
+                Ok((row, after[..aux.len()].to_vec()))
             }
 
             /// Checks the step options as `configure` does, changing nothing.

@@ -55,7 +55,7 @@ class _Param:
     group: int
     ptr: int
     step: int = 0
-    aux: float = 0.0
+    aux: tuple[float, ...] = ()  # the engine class's AUX values, in its order
     frozen: bool = False
     averaged: int = 0
     slots: list[Any] = field(default_factory=lambda: [None, None, None])
@@ -79,7 +79,7 @@ class CudaEngine:
         # kernels.cu names each rule's kernel after the class: adam_f32, ...
         self.kernel = engine_class.__name__.lower()
         self.slots = list(engine_class.state_names)
-        self.aux = engine_class.AUX  # (state-dict name, initial value) or None
+        self.aux = list(engine_class.AUX)  # (state-dict name, initial value) pairs
         self.device = device
         self.params: list[_Param] = []
         self.skipped_steps = 0
@@ -154,7 +154,7 @@ class CudaEngine:
                     numel=int(array.size),
                     group=group,
                     ptr=self.device.ptr(array),
-                    aux=self.aux[1] if self.aux else 0.0,
+                    aux=tuple(initial for _, initial in self.aux),
                 )
             )
         # The CPU engine's overlap checks and messages (the Rust core's).
@@ -259,7 +259,7 @@ class CudaEngine:
             scalars: list[float] = []
             # Tensors with the same group, step, freshness and aux share one
             # row of scalars: thousands of tensors upload a few rows.
-            offsets: dict[tuple, tuple[int, float]] = {}
+            offsets: dict[tuple, tuple[int, tuple[float, ...]]] = {}
             for p, _g, g_ptr in items:
                 h = hypers[p.group]
                 used = used_by_group[p.group]
@@ -282,7 +282,7 @@ class CudaEngine:
                 key = (p.group, p.step, fresh, p.aux, weight)
                 if key not in offsets:
                     row, aux = self._rust.cuda_scalars(h, p.step, fresh, p.aux, weight or 0.0)
-                    offsets[key] = (len(scalars), aux)
+                    offsets[key] = (len(scalars), tuple(aux))
                     scalars += row
                 offset, p.aux = offsets[key]
                 if p.row is None or p.row_used != used:
@@ -383,8 +383,9 @@ class CudaEngine:
         out = []
         for p in self.params:
             st: dict[str, Any] = {"step": p.step}
-            if self.aux and p.step > 0:
-                st[self.aux[0]] = p.aux
+            if p.step > 0:
+                # NaN: not carried yet (ASGD before its first step): left out, as on the CPU.
+                st.update((name, v) for (name, _), v in zip(self.aux, p.aux) if v == v)
             if p.averaged > 0:
                 st[AVERAGED_STEPS] = p.averaged
                 st[AVERAGED] = self.device.to_host(p.average)
@@ -434,7 +435,7 @@ class CudaEngine:
                 self.device.to_device(st[name]) if name in st else None for name in self.slots
             ] + [None] * (3 - len(self.slots))
             average = self.device.to_device(st[AVERAGED]) if AVERAGED in st else None
-            aux = st.get(self.aux[0], self.aux[1]) if self.aux else 0.0
+            aux = tuple(st.get(name, initial) for name, initial in self.aux)
             master = None if master is None else self.device.to_device(master)
             staged.append((st["step"], aux, st.get(AVERAGED_STEPS, 0), slots, average, master))
         for p, (step, aux, averaged, slots, average, master) in zip(self.params, staged):

@@ -17,14 +17,14 @@ mod tests;
 use std::marker::PhantomData;
 
 use crate::error::{Error, Result};
-use crate::kernels::{Algorithm, MAX_SLOTS};
+use crate::kernels::{initial_aux, Algorithm, Aux, MAX_SLOTS};
 use crate::options::Options;
 
 use arena::Arenas;
 pub use spans::{Span, Spans};
 pub use state::{
-    aux_value, check_shape, count, Buffer, ParamState, StagedState, StateKey, Values, AVERAGED,
-    AVERAGED_STEPS,
+    aux_entries, aux_value, check_shape, count, Buffer, ParamState, StagedState, StateKey, Values,
+    AVERAGED, AVERAGED_STEPS,
 };
 
 /// The dtypes the engine steps.
@@ -73,8 +73,8 @@ pub(crate) struct Param {
     pub(crate) step: u64,
     /// Slots that hold state (torch creates some lazily).
     pub(crate) live: [bool; MAX_SLOTS],
-    /// The algorithm's per-tensor number ([`Algorithm::AUX`]).
-    pub(crate) aux: f64,
+    /// The algorithm's per-tensor numbers ([`Algorithm::AUX`]).
+    pub(crate) aux: Aux,
     /// Frozen params take no step and get no state.
     pub(crate) frozen: bool,
     /// How many steps have been averaged into the averaged weights.
@@ -199,7 +199,7 @@ impl<A: Algorithm> Engine<A> {
                 addr: n.addr,
                 step: 0,
                 live: [false; MAX_SLOTS],
-                aux: A::AUX.map_or(0.0, |a| a.1),
+                aux: initial_aux::<A>(),
                 frozen: false,
                 averaged: 0,
             });

@@ -2,7 +2,7 @@
 //! one (every value checked and converted first, then one commit).
 
 use crate::error::{Error, Result};
-use crate::kernels::{Algorithm, Real, MAX_SLOTS};
+use crate::kernels::{initial_aux, Algorithm, Real, MAX_AUX, MAX_SLOTS};
 
 use super::arena::Arena;
 use super::{Engine, Kind, Param};
@@ -17,8 +17,8 @@ pub const AVERAGED_STEPS: &str = "n_averaged";
 pub enum StateKey {
     Step,
     AveragedSteps,
-    /// The algorithm's per-tensor number ([`Algorithm::AUX`]).
-    Aux,
+    /// The algorithm's per-tensor number `k` ([`Algorithm::AUX`]).
+    Aux(usize),
     /// An array: state slot `k`.
     Slot(usize),
     /// An array: the averaged weights.
@@ -34,8 +34,8 @@ impl StateKey {
         if key == AVERAGED_STEPS {
             return Ok(StateKey::AveragedSteps);
         }
-        if A::AUX.is_some_and(|a| a.0 == key) {
-            return Ok(StateKey::Aux);
+        if let Some(k) = A::AUX.iter().position(|a| a.0 == key) {
+            return Ok(StateKey::Aux(k));
         }
         if key == AVERAGED {
             return Ok(StateKey::Average);
@@ -44,7 +44,7 @@ impl StateKey {
             return Ok(StateKey::Slot(k));
         }
         let mut known = vec!["step", AVERAGED_STEPS, AVERAGED];
-        known.extend(A::AUX.map(|a| a.0));
+        known.extend(A::AUX.iter().map(|a| a.0));
         known.extend(A::SLOTS);
         Err(Error::State(format!(
             "state of param {label} has unknown key '{key}' (expected {})",
@@ -63,6 +63,24 @@ pub fn count(label: &str, key: &str, value: Option<f64>) -> Result<u64> {
                 "{key} of param {label} must be a whole number >= 0"
             ))
         })
+}
+
+/// A state's [`Algorithm::AUX`] entries: none before the first step; a value
+/// not given (`None`) is the initial one; NaN (ASGD's "not carried yet") is left out.
+pub fn aux_entries<A: Algorithm>(
+    step: u64,
+    aux: [Option<f64>; MAX_AUX],
+) -> Vec<(&'static str, f64)> {
+    if step == 0 {
+        return Vec::new();
+    }
+    let initial = initial_aux::<A>();
+    A::AUX
+        .iter()
+        .enumerate()
+        .map(|(k, a)| (a.0, aux[k].unwrap_or(initial[k])))
+        .filter(|(_, v)| !v.is_nan())
+        .collect()
 }
 
 /// The aux value (NaN-free, finite), or `None` when it is not a number.
@@ -125,7 +143,7 @@ pub enum Values<'a> {
 pub struct StagedState {
     pub step: u64,
     /// `None`: the algorithm's initial value.
-    pub aux: Option<f64>,
+    pub aux: [Option<f64>; MAX_AUX],
     pub averaged: u64,
     pub average: Option<Buffer>,
     pub slots: [Option<Buffer>; MAX_SLOTS],
@@ -147,8 +165,8 @@ impl StagedState {
 pub struct ParamState<'a> {
     pub shape: &'a [usize],
     pub step: u64,
-    /// `(name, value)`, after the first step only.
-    pub aux: Option<(&'static str, f64)>,
+    /// `(name, value)` of each [`Algorithm::AUX`] number, after the first step only.
+    pub aux: Vec<(&'static str, f64)>,
     /// `(n_averaged, averaged weights)` once averaging has started.
     pub average: Option<(u64, Values<'a>)>,
     /// `(name, values)` of the slots that hold state.
@@ -165,7 +183,7 @@ impl<A: Algorithm> Engine<A> {
                 ParamState {
                     shape: &p.shape,
                     step: p.step,
-                    aux: A::AUX.filter(|_| p.step > 0).map(|a| (a.0, p.aux)),
+                    aux: aux_entries::<A>(p.step, p.aux.map(Some)),
                     average: (p.averaged > 0)
                         .then(|| (p.averaged, values(p, &a32.average, &a64.average))),
                     slots: (0..A::SLOTS.len())
@@ -218,7 +236,8 @@ impl<A: Algorithm> Engine<A> {
         // Checked; now commit.
         for (p, s) in self.params.iter_mut().zip(staged) {
             p.step = s.step;
-            p.aux = s.aux.unwrap_or(A::AUX.map_or(0.0, |a| a.1));
+            let initial = initial_aux::<A>();
+            p.aux = std::array::from_fn(|k| s.aux[k].unwrap_or(initial[k]));
             p.averaged = s.averaged;
             match s.average {
                 Some(Buffer::F32(v)) => store_average(&mut self.arenas.f32, p, &v),

@@ -1,16 +1,16 @@
 //! A step: the global grad norm, then one planned multi-tensor run per dtype.
 
 use crate::error::Result;
-use crate::kernels::{gradtools, multi, Algorithm, Job, Real, MAX_SLOTS};
+use crate::kernels::{gradtools, multi, Algorithm, Aux, Job, Real, MAX_AUX, MAX_SLOTS};
 
 use super::arena::Arena;
 use super::{Engine, Kind, Param};
 
-type MemoKey = (usize, u64, [bool; MAX_SLOTS], u64);
+type MemoKey = (usize, u64, [bool; MAX_SLOTS], [u64; MAX_AUX]);
 
 /// The last (group, step, freshness, aux) and the scalars computed for it.
 struct Memo<A: Algorithm, T: Real> {
-    last: Option<(MemoKey, A::Scalars<T>, f64)>,
+    last: Option<(MemoKey, A::Scalars<T>, Aux)>,
 }
 
 impl<A: Algorithm, T: Real> Memo<A, T> {
@@ -18,11 +18,11 @@ impl<A: Algorithm, T: Real> Memo<A, T> {
         Memo { last: None }
     }
 
-    fn get(&mut self, key: MemoKey, hyper: &A::Hyper) -> (A::Scalars<T>, f64) {
+    fn get(&mut self, key: MemoKey, hyper: &A::Hyper) -> (A::Scalars<T>, Aux) {
         match &self.last {
             Some((k, s, aux)) if *k == key => (*s, *aux),
             _ => {
-                let (s, aux) = A::scalars_aux::<T>(hyper, key.1, key.2, f64::from_bits(key.3));
+                let (s, aux) = A::scalars_aux::<T>(hyper, key.1, key.2, key.3.map(f64::from_bits));
                 self.last = Some((key, s, aux));
                 (s, aux)
             }
@@ -93,7 +93,7 @@ impl<A: Algorithm> Engine<A> {
             let used = A::slots_used(hyper);
             let fresh = p.live.map(|l| !l);
             p.step += 1;
-            let key = (p.group, p.step, fresh, p.aux.to_bits());
+            let key = (p.group, p.step, fresh, p.aux.map(f64::to_bits));
             let average = options.averaging.map(|a| {
                 let w = a.weight(p.averaged);
                 p.averaged += 1;

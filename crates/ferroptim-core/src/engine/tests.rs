@@ -170,7 +170,7 @@ fn cuda_scalars_lead_with_the_prelude_and_the_average_weight() {
         l1: 0.0,
         maximize: true,
     };
-    let (row, aux) = cuda_scalars::<Lion>(&h, 1, [true; 3], 0.0, 0.25);
+    let (row, aux) = cuda_scalars::<Lion>(&h, 1, [true; 3], [0.0; 2], 0.25);
     assert_eq!(
         row,
         vec![
@@ -186,5 +186,5 @@ fn cuda_scalars_lead_with_the_prelude_and_the_average_weight() {
             -0.5
         ]
     );
-    assert_eq!(aux, 0.0);
+    assert_eq!(aux, [0.0; 2]);
 }

@@ -45,6 +45,11 @@ macro_rules! for_each_optimizer {
 }
 
 pub use multi::{Job, MAX_SLOTS};
+
+/// The most per-tensor numbers a rule carries ([`Algorithm::AUX`]).
+pub const MAX_AUX: usize = 2;
+/// A tensor's carried numbers, in [`Algorithm::AUX`] order (unused ones 0).
+pub type Aux = [f64; MAX_AUX];
 pub use real::Real;
 
 use crate::error::Result;
@@ -62,10 +67,11 @@ pub trait Algorithm: Sync {
     type Hyper: Sync;
     type Scalars<T: Real>: Copy + Send + Sync;
 
-    /// A per-tensor number the rule carries from step to step besides the
-    /// step count (NAdam's running product of momentum coefficients): its
-    /// state-dict name and its value before the first step.
-    const AUX: Option<(&'static str, f64)> = None;
+    /// Per-tensor numbers the rule carries from step to step besides the
+    /// step count (NAdam's running product of momentum coefficients, ASGD's
+    /// η and μ), at most [`MAX_AUX`]: each one's state-dict name and value
+    /// before the first step.
+    const AUX: &'static [(&'static str, f64)] = &[];
 
     /// Reads and checks a param group: the one place each hyperparameter's
     /// range is stated.
@@ -82,14 +88,14 @@ pub trait Algorithm: Sync {
     /// is true while slot `k` of this tensor has never been written.
     fn scalars<T: Real>(h: &Self::Hyper, step: u64, fresh: [bool; MAX_SLOTS]) -> Self::Scalars<T>;
 
-    /// [`Algorithm::scalars`] for rules with an [`Algorithm::AUX`] value:
-    /// takes the value after the previous step, returns the one after this.
+    /// [`Algorithm::scalars`] for rules with [`Algorithm::AUX`] values:
+    /// takes the values after the previous step, returns those after this.
     fn scalars_aux<T: Real>(
         h: &Self::Hyper,
         step: u64,
         fresh: [bool; MAX_SLOTS],
-        aux: f64,
-    ) -> (Self::Scalars<T>, f64) {
+        aux: Aux,
+    ) -> (Self::Scalars<T>, Aux) {
         (Self::scalars(h, step, fresh), aux)
     }
 
@@ -105,6 +111,15 @@ pub trait Algorithm: Sync {
 
 /// Applies one algorithm to whole slices: the single-tensor entry point,
 /// parallel over chunks when the tensor is large.
+/// A rule's [`Algorithm::AUX`] values before the first step.
+pub fn initial_aux<A: Algorithm>() -> Aux {
+    let mut aux = [0.0; MAX_AUX];
+    for (value, (_, initial)) in aux.iter_mut().zip(A::AUX) {
+        *value = *initial;
+    }
+    aux
+}
+
 pub fn step_slices<A: Algorithm, T: Real>(
     param: &mut [T],
     grad: &[T],
@@ -133,14 +148,14 @@ fn flag(on: bool) -> f64 {
 /// One row of the CUDA kernels' scalar table for step `step` (1-based) of a
 /// tensor: the prelude (grad sign, coupled L2, L1, decoupled decay), the
 /// averaging weight, then the rule's own scalars; and the tensor's
-/// [`Algorithm::AUX`] value after this step.
+/// [`Algorithm::AUX`] values after this step.
 pub fn cuda_scalars<A: Algorithm>(
     h: &A::Hyper,
     step: u64,
     fresh: [bool; MAX_SLOTS],
-    aux: f64,
+    aux: Aux,
     average_weight: f64,
-) -> (Vec<f64>, f64) {
+) -> (Vec<f64>, Aux) {
     let (s, aux) = A::scalars_aux::<f64>(h, step, fresh, aux);
     let (pre, rule) = A::flat(&s);
     let mut row = pre.flat().to_vec();

@@ -16,7 +16,7 @@
 //! does (`mu_product_f32`); μt, μt+1 and the coefficients stay in float64.
 
 use super::prelude::Prelude;
-use super::{simd, Algorithm, Real, MAX_SLOTS};
+use super::{simd, Algorithm, Aux, Real, MAX_SLOTS};
 use crate::error::Result;
 use crate::hyper::HyperSource;
 
@@ -82,7 +82,7 @@ impl Nadam {
 
 impl Algorithm for Nadam {
     const SLOTS: &'static [&'static str] = &["exp_avg", "exp_avg_sq"];
-    const AUX: Option<(&'static str, f64)> = Some(("mu_product", 1.0));
+    const AUX: &'static [(&'static str, f64)] = &[("mu_product", 1.0)];
     type Hyper = NadamHyper;
     type Scalars<T: Real> = NadamScalars<T>;
 
@@ -134,9 +134,10 @@ impl Algorithm for Nadam {
         h: &NadamHyper,
         step: u64,
         _fresh: [bool; MAX_SLOTS],
-        aux: f64,
-    ) -> (NadamScalars<T>, f64) {
-        Self::make(h, step, aux)
+        aux: Aux,
+    ) -> (NadamScalars<T>, Aux) {
+        let (s, mu_product) = Self::make(h, step, aux[0]);
+        (s, [mu_product, 0.0])
     }
 
     fn update<T: Real>(
