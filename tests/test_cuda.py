@@ -125,6 +125,11 @@ TOOLKIT = [
     ),
     (fo.RAdam, {"lr": 0.01}, [{}, {"weight_decay": 0.1, "decoupled_weight_decay": True}]),
     (fo.Lion, {"lr": 1e-3}, [{}, {"weight_decay": 0.1, "betas": (0.5, 0.9), "l1": 0.01}]),
+    (
+        fo.Rprop,
+        {"lr": 0.01},
+        [{}, {"etas": (0.3, 1.5), "step_sizes": (1e-3, 0.05), "weight_decay": 0.1, "l1": 0.01}],
+    ),
 ]
 TOOLKIT_CASES = [
     pytest.param(cls, base, combo, id=f"{cls.__name__}[{combo_id(combo)}]")
@@ -505,6 +510,7 @@ def test_other_gpu_array_kinds_are_refused():
         ("Adagrad", {"lr": 1e-2}),
         ("NAdam", {"lr": 1e-2}),
         ("RAdam", {"lr": 1e-2}),
+        ("Rprop", {"lr": 1e-2}),
     ],
 )
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -658,6 +664,7 @@ def test_half_conversions_match_numpy(dev):
         (fo.SGD, {"lr": 1e-2, "momentum": 0.9, "nesterov": True}),
         (fo.RMSprop, {"lr": 1e-3, "centered": True}),
         (fo.Lion, {"lr": 1e-3}),
+        (fo.Rprop, {"lr": 1e-2}),
     ],
     ids=lambda v: v.__name__ if isinstance(v, type) else combo_id(v),
 )

@@ -25,6 +25,7 @@ FACTORIES: dict[str, tuple[type, dict[str, Any]]] = {
     "adagrad": (fo.Adagrad, dict(lr=0.1, lr_decay=1e-3)),
     "adadelta": (fo.Adadelta, dict(lr=1.0)),
     "lion": (fo.Lion, dict(lr=1e-3, weight_decay=0.1)),
+    "rprop": (fo.Rprop, dict(lr=1e-2, etas=(0.4, 1.3), l1=1e-3)),
 }
 
 STEPS = 6

@@ -27,6 +27,7 @@ from ferroptim.nadam import NAdam
 from ferroptim.optimizer import Optimizer
 from ferroptim.radam import RAdam
 from ferroptim.rmsprop import RMSprop
+from ferroptim.rprop import Rprop
 from ferroptim.schedules import ReduceLROnPlateau, Scheduler
 from ferroptim.serialization import load, save
 from ferroptim.sgd import SGD
@@ -45,6 +46,7 @@ __all__ = [
     "Optimizer",
     "RAdam",
     "RMSprop",
+    "Rprop",
     "ReduceLROnPlateau",
     "Scheduler",
     "__version__",

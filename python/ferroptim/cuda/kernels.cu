@@ -244,6 +244,23 @@ struct Lion {  // b1, 1 - b1, b2, 1 - b2, -lr
     }
 };
 
+struct Rprop {  // fresh, lr, eta-, eta+, min step, max step
+    template <typename T> FO_DEVICE static T apply(const double* r, T g, T p, Slots<T> s, i64 i) {
+        T product = g * s.s0[i];
+        T d = r[0] != 0.0 ? T(r[1]) : s.s1[i];
+        // NaN keeps the product, as torch's sign does.
+        T factor = product > T(0) ? T(r[3])
+                 : product < T(0) ? T(r[2])
+                 : product == T(0) ? T(1) : product;
+        d = d * factor;
+        d = d > T(r[5]) ? T(r[5]) : (d < T(r[4]) ? T(r[4]) : d);
+        s.s1[i] = d;
+        if (product < T(0)) g = T(0);
+        s.s0[i] = g;
+        return p - fo_sign(g) * d;
+    }
+};
+
 // ---------------------------------------------------------------- step
 
 template <typename T, typename Rule>
@@ -332,6 +349,7 @@ FO_RULE(adamax, Adamax)
 FO_RULE(nadam, Nadam)
 FO_RULE(radam, Radam)
 FO_RULE(lion, Lion)
+FO_RULE(rprop, Rprop)
 
 // ---------------------------------------------------------------- grad norm
 // Pass 1: per chunk, Σ g² in float64 and max |g| (NaN-propagating). Pass 2

@@ -19,6 +19,7 @@ pub mod radam;
 pub mod real;
 pub mod rmsprop;
 pub mod roofline;
+pub mod rprop;
 pub mod sgd;
 pub mod simd;
 
@@ -41,6 +42,7 @@ macro_rules! for_each_optimizer {
         $callback!($($args)* "NAdam", $crate::kernels::nadam::Nadam);
         $callback!($($args)* "RAdam", $crate::kernels::radam::Radam);
         $callback!($($args)* "Lion", $crate::kernels::lion::Lion);
+        $callback!($($args)* "Rprop", $crate::kernels::rprop::Rprop);
     };
 }
 
