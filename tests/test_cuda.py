@@ -130,6 +130,15 @@ TOOLKIT = [
         {"lr": 0.01},
         [{}, {"etas": (0.3, 1.5), "step_sizes": (1e-3, 0.05), "weight_decay": 0.1, "l1": 0.01}],
     ),
+    (
+        fo.ASGD,
+        {"lr": 0.05},
+        [
+            {},
+            {"lambd": 0.01, "t0": 5.0, "weight_decay": 0.1, "maximize": True},
+            {"t0": 10.0, "l1": 0.01, "scalar_dtype": "float64"},
+        ],
+    ),
 ]
 TOOLKIT_CASES = [
     pytest.param(cls, base, combo, id=f"{cls.__name__}[{combo_id(combo)}]")
@@ -511,6 +520,7 @@ def test_other_gpu_array_kinds_are_refused():
         ("NAdam", {"lr": 1e-2}),
         ("RAdam", {"lr": 1e-2}),
         ("Rprop", {"lr": 1e-2}),
+        ("ASGD", {"lr": 1e-2, "t0": 5.0}),
     ],
 )
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -665,6 +675,7 @@ def test_half_conversions_match_numpy(dev):
         (fo.RMSprop, {"lr": 1e-3, "centered": True}),
         (fo.Lion, {"lr": 1e-3}),
         (fo.Rprop, {"lr": 1e-2}),
+        (fo.ASGD, {"lr": 1e-2, "t0": 3.0}),
     ],
     ids=lambda v: v.__name__ if isinstance(v, type) else combo_id(v),
 )

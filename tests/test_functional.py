@@ -26,6 +26,7 @@ FACTORIES: dict[str, tuple[type, dict[str, Any]]] = {
     "adadelta": (fo.Adadelta, dict(lr=1.0)),
     "lion": (fo.Lion, dict(lr=1e-3, weight_decay=0.1)),
     "rprop": (fo.Rprop, dict(lr=1e-2, etas=(0.4, 1.3), l1=1e-3)),
+    "asgd": (fo.ASGD, dict(lr=1e-2, lambd=0.01, t0=2.0)),
 }
 
 STEPS = 6

@@ -20,6 +20,7 @@ from ferroptim.adam import Adam
 from ferroptim.adamax import Adamax
 from ferroptim.adamw import AdamW
 from ferroptim.arena import ArenaGroup, ParamArena
+from ferroptim.asgd import ASGD
 from ferroptim.finetune import exclude_from_weight_decay, layerwise_lr_groups
 from ferroptim.gradtools import all_finite, clip_grad_norm, clip_grad_value, grad_norm
 from ferroptim.lion import Lion
@@ -39,6 +40,7 @@ __all__ = [
     "Adam",
     "Adamax",
     "AdamW",
+    "ASGD",
     "ArenaGroup",
     "ParamArena",
     "Lion",

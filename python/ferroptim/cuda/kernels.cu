@@ -261,6 +261,15 @@ struct Rprop {  // fresh, lr, eta-, eta+, min step, max step
     }
 };
 
+struct Asgd {  // 1 - lambd * eta, -eta, mu, mu == 1 (the average is a copy)
+    template <typename T> FO_DEVICE static T apply(const double* r, T g, T p, Slots<T> s, i64 i) {
+        p = p * T(r[0]);
+        p = p + T(r[1]) * g;
+        s.s0[i] = r[3] != 0.0 ? p : s.s0[i] + (p - s.s0[i]) * T(r[2]);
+        return p;
+    }
+};
+
 // ---------------------------------------------------------------- step
 
 template <typename T, typename Rule>
@@ -350,6 +359,7 @@ FO_RULE(nadam, Nadam)
 FO_RULE(radam, Radam)
 FO_RULE(lion, Lion)
 FO_RULE(rprop, Rprop)
+FO_RULE(asgd, Asgd)
 
 // ---------------------------------------------------------------- grad norm
 // Pass 1: per chunk, Σ g² in float64 and max |g| (NaN-propagating). Pass 2

@@ -9,6 +9,7 @@ pub mod adadelta;
 pub mod adagrad;
 pub mod adam;
 pub mod adamax;
+pub mod asgd;
 pub mod gradtools;
 pub mod lion;
 pub mod multi;
@@ -43,6 +44,7 @@ macro_rules! for_each_optimizer {
         $callback!($($args)* "RAdam", $crate::kernels::radam::Radam);
         $callback!($($args)* "Lion", $crate::kernels::lion::Lion);
         $callback!($($args)* "Rprop", $crate::kernels::rprop::Rprop);
+        $callback!($($args)* "ASGD", $crate::kernels::asgd::Asgd);
     };
 }
 
