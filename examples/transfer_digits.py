@@ -1,20 +1,22 @@
 """Transfer learning on the digits: pretrain on 0-4, fine-tune on 5-9 from a few labels.
 
-1. Pretrain the CNN of ``cnn_digits.py`` on the digits 0-4 (all their training images).
-2. Fine-tune on 5-9 from ``per_class`` labelled images per class: a new head,
-   first with the conv base frozen (``opt.freeze``), then unfrozen with
-   layer-wise lrs (``fo.layerwise_lr_groups``: each conv block a smaller lr
-   than the block above it). Also reported: the accuracy after the frozen
-   phase alone, and the same recipe transferring the first conv block only
-   (the second one new), since deeper layers are the more task-specific.
-3. Against the same CNN trained from scratch on the same few images, for as
-   many epochs.
+1. Pretrain the CNN of ``cnn_digits.py`` on the digits 0-4 (all their
+   training images but a 10% validation slice, with random one-pixel shifts).
+2. Fine-tune on 5-9 from ``per_class`` labelled images per class: the
+   pretrained conv blocks with new layers above them, first with the
+   pretrained blocks frozen (``opt.freeze``) until the new layers have
+   converged, then everything unfrozen, the pretrained blocks at a 10x lower
+   lr than the new layers (one param group per layer).
+3. Against the same CNN trained from scratch on the same images, with the
+   same augmentation, for as many epochs.
 
-Both are scored on every test image of 5-9, averaged over seeds (each seed
-draws its own split, labelled subset and initialisation).
+Every choice made per run (the lr of each arm, and for the transfer arm how
+many conv blocks to transfer) is made by 2-fold cross-validation on the
+labelled subset itself: the test images of 5-9 are only used for the final
+score. Each seed draws its own split, labelled subset and initialisation.
 
-    python examples/transfer_digits.py            # 3 seeds (results: docs/examples.md)
-    python examples/transfer_digits.py --quick    # 1 seed, fewer epochs, for the tests
+    python examples/transfer_digits.py --per-class 2 3 5 10   # 3 seeds (docs/examples.md)
+    python examples/transfer_digits.py --quick                # 1 seed, tiny, for the tests
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,31 +36,54 @@ import ferroptim as fo
 from ferroptim.train import TorchLoss, TorchModel, Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cnn_digits import DigitsCNN, load_digits_images  # noqa: E402
+from cnn_digits import DigitsCNN, load_digits_images, split_validation  # noqa: E402
 
-# The CNN's two conv blocks (their conv layers), from the input side.
-CONV_BLOCKS = ("features.0", "features.3")
+# The CNN's layers with params, from the input side: two conv blocks, the head.
+LAYERS = ("features.0", "features.3", "head")
+# Grids searched by cross-validation on the labelled subset (same for both arms).
+LRS = (1e-3, 3e-3, 1e-2)
+BLOCKS = (1, 2)
+# Lower layers move less in the unfrozen phase: a standard 10x smaller lr.
+BASE_LR_FACTOR = 0.1
 
 
-def _trainer(model: TorchModel, opt: Any, seed: int, batch_size: int = 16) -> Trainer:
+def shift_augment(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``X`` with its 8 one-pixel shifts (zero-filled): 9 times the images."""
+    pad = np.pad(X, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    h, w = X.shape[2:]
+    shifts = [pad[:, :, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]
+    return np.concatenate(shifts), np.tile(y, 9)
+
+
+def _trainer(
+    model: TorchModel, opt: Any, seed: int, batch_size: int, scheduler: Any = None
+) -> Trainer:
     return Trainer(
         model,
         opt,
         loss=TorchLoss(torch.nn.CrossEntropyLoss()),
         metrics=["accuracy"],
+        scheduler=scheduler,
         batch_size=batch_size,
         seed=seed,
         verbose=0,
     )
 
 
-def pretrain(X: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> DigitsCNN:
-    """The CNN trained on the source task (digits 0-4)."""
+def pretrain(X: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> tuple[DigitsCNN, float]:
+    """The CNN trained on the source task (digits 0-4), with shift
+    augmentation and a cosine schedule; returns it and its accuracy on a
+    held-out 10% of the source images (a check that pretraining worked)."""
     torch.manual_seed(seed)
+    X_tr, y_tr, X_val, y_val = split_validation(X, y, seed=seed)
+    X_tr, y_tr = shift_augment(X_tr, y_tr)
     model = TorchModel(DigitsCNN(n_classes=5))
     opt = fo.AdamW(model.arena, lr=3e-3, weight_decay=1e-2)
-    _trainer(model, opt, seed, batch_size=32).fit(X, y, epochs=epochs)
-    return model.module
+    steps = epochs * -(-len(X_tr) // 64)
+    sched = fo.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    trainer = _trainer(model, opt, seed, batch_size=64, scheduler=sched)
+    trainer.fit(X_tr, y_tr, epochs=epochs)
+    return model.module, float(trainer.evaluate(X_val, y_val)["accuracy"])
 
 
 def fine_tune(
@@ -66,51 +92,49 @@ def fine_tune(
     y: np.ndarray,
     epochs: tuple[int, int],
     seed: int,
-    after_frozen: Any = None,
+    lr: float = 3e-3,
     blocks: int = 2,
+    after_frozen: Callable[[Trainer], None] | None = None,
 ) -> Trainer:
     """A new network taking ``base``'s first ``blocks`` conv blocks (2: the
-    whole conv base; 1: the first block only, the second one new).
+    whole conv base; 1: the first block only), trained on ``X, y`` as given
+    (augment before calling).
 
-    Phase 1 trains the new layers (lr 3e-3) with the transferred blocks
-    frozen (``opt.freeze``); phase 2 unfreezes them and trains everything
-    with layer-wise lrs: head 1e-3, the conv block below 3e-4, the first
-    9e-5. ``after_frozen(trainer)`` is called between the two phases.
+    Phase 1 (``epochs[0]``) trains the new layers at ``lr`` with the
+    transferred blocks frozen; phase 2 (``epochs[1]``) unfreezes them at
+    ``lr * BASE_LR_FACTOR``, the new layers staying at ``lr``.
+    ``after_frozen(trainer)`` is called between the two phases.
     """
     torch.manual_seed(seed)
     net = DigitsCNN(n_classes=5)
-    for block in CONV_BLOCKS[:blocks]:
-        net.get_submodule(block).load_state_dict(base.get_submodule(block).state_dict())
+    for name in LAYERS[:blocks]:
+        net.get_submodule(name).load_state_dict(base.get_submodule(name).state_dict())
     model = TorchModel(net)
-    layers = [model.arena.select(f"{name}.*") for name in (*CONV_BLOCKS, "head")]
-    groups = fo.layerwise_lr_groups(layers, lr=1e-3, decay=0.3, weight_decay=1e-2)
-    opt = fo.AdamW(groups)
-    final_lrs = [g["lr"] for g in opt.param_groups]
-    trainer = _trainer(model, opt, seed)
-    # Phase 1: the transferred blocks frozen, the new layers at a higher lr.
-    for i in range(len(layers)):
-        if i < blocks:
-            opt.freeze(group=i)
-        else:
-            opt.param_groups[i]["lr"] = 3e-3
+    groups = [
+        {"params": model.arena.select(f"{name}.*"), "lr": lr * BASE_LR_FACTOR if i < blocks else lr}
+        for i, name in enumerate(LAYERS)
+    ]
+    opt = fo.AdamW(groups, lr=lr, weight_decay=1e-2)
+    trainer = _trainer(model, opt, seed, batch_size=32)
+    # No BatchNorm in this CNN, so a frozen block has no running statistics
+    # to protect: freezing its params (no step, no state) is all it takes.
+    for i in range(blocks):
+        opt.freeze(group=i)
     trainer.fit(X, y, epochs=epochs[0])
     if after_frozen is not None:
         after_frozen(trainer)
-    # Phase 2: everything trains, the lower layers slower.
-    for i, lr in enumerate(final_lrs):
-        if i < blocks:
-            opt.unfreeze(group=i)
-        opt.param_groups[i]["lr"] = lr
+    for i in range(blocks):
+        opt.unfreeze(group=i)
     trainer.fit(X, y, epochs=epochs[1])
     return trainer
 
 
-def from_scratch(X: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> Trainer:
-    """The same CNN, randomly initialised, trained on the same few images."""
+def from_scratch(X: np.ndarray, y: np.ndarray, epochs: int, seed: int, lr: float = 3e-3) -> Trainer:
+    """The same CNN, randomly initialised, trained on the same images."""
     torch.manual_seed(seed)
     model = TorchModel(DigitsCNN(n_classes=5))
-    opt = fo.AdamW(model.arena, lr=3e-3, weight_decay=1e-2)
-    trainer = _trainer(model, opt, seed)
+    opt = fo.AdamW(model.arena, lr=lr, weight_decay=1e-2)
+    trainer = _trainer(model, opt, seed, batch_size=32)
     trainer.fit(X, y, epochs=epochs)
     return trainer
 
@@ -122,54 +146,103 @@ def few_labels(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picks))
 
 
-def run_seed(seed: int, per_class: int, quick: bool) -> dict[str, float]:
+def cross_validate(
+    train: Callable[[np.ndarray, np.ndarray], Trainer], X: np.ndarray, y: np.ndarray, seed: int
+) -> tuple[float, float]:
+    """Mean validation (accuracy, loss) of ``train`` over a stratified 2-fold
+    split of the labelled subset (training folds shift-augmented)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    scores = []
+    for fit_idx, val_idx in StratifiedKFold(2, shuffle=True, random_state=seed).split(X, y):
+        metrics = train(*shift_augment(X[fit_idx], y[fit_idx])).evaluate(X[val_idx], y[val_idx])
+        scores.append((metrics["accuracy"], metrics["loss"]))
+    return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
+
+
+def _best(results: dict[Any, tuple[float, float]]) -> Any:
+    # Highest validation accuracy; ties (frequent on 5-25 images) by lower loss.
+    return max(results, key=lambda k: (results[k][0], -results[k][1]))
+
+
+def run_seed(seed: int, per_class: int, base: DigitsCNN, phases: tuple[int, int]) -> dict[str, Any]:
     data = load_digits_images(seed)
     Xtr, ytr, Xte, yte = data["X_train"], data["y_train"], data["X_test"], data["y_test"]
-    src = ytr < 5
-    base = pretrain(Xtr[src], ytr[src], epochs=3 if quick else 15, seed=seed)
-    tgt, tgt_test = ytr >= 5, yte >= 5
-    X5, y5 = Xtr[tgt], ytr[tgt] - 5
+    X5, y5 = Xtr[ytr >= 5], ytr[ytr >= 5] - 5
     subset = few_labels(y5, per_class, seed)
     Xs, ys = X5[subset], y5[subset]
-    phases = (10, 10) if quick else (30, 30)
-    Xt, yt = Xte[tgt_test], yte[tgt_test] - 5
+    Xt, yt = Xte[yte >= 5], yte[yte >= 5] - 5
+    epochs = sum(phases)
+
+    # Choices on the labelled subset only (2-fold cross-validation).
+    cv_transfer = {
+        (b, lr): cross_validate(
+            lambda X, y, b=b, lr=lr: fine_tune(base, X, y, phases, seed, lr, b), Xs, ys, seed
+        )
+        for b in BLOCKS
+        for lr in LRS
+    }
+    cv_scratch = {
+        lr: cross_validate(lambda X, y, lr=lr: from_scratch(X, y, epochs, seed, lr), Xs, ys, seed)
+        for lr in LRS
+    }
+    blocks, lr_t = _best(cv_transfer)
+    lr_s = _best(cv_scratch)
+
+    # Final models on the whole (augmented) subset, scored once on test.
+    Xa, ya = shift_augment(Xs, ys)
     frozen: list[float] = []
     tuned = fine_tune(
-        base, Xs, ys, phases, seed, lambda t: frozen.append(t.evaluate(Xt, yt)["accuracy"])
-    )
-    first_block = fine_tune(base, Xs, ys, phases, seed, blocks=1)
-    scratch = from_scratch(Xs, ys, sum(phases), seed)
+        base, Xa, ya, phases, seed, lr_t, blocks,
+        after_frozen=lambda t: frozen.append(float(t.evaluate(Xt, yt)["accuracy"])),
+    )  # fmt: skip
+    scratch = from_scratch(Xa, ya, epochs, seed, lr_s)
     return {
-        "fine_tuned": tuned.evaluate(Xt, yt)["accuracy"],
-        "frozen_base_only": frozen[0],
-        "fine_tuned_first_block": first_block.evaluate(Xt, yt)["accuracy"],
-        "from_scratch": scratch.evaluate(Xt, yt)["accuracy"],
+        "transfer": float(tuned.evaluate(Xt, yt)["accuracy"]),
+        "transfer_frozen_phase_only": frozen[0],
+        "from_scratch": float(scratch.evaluate(Xt, yt)["accuracy"]),
+        "chosen": {"transfer_blocks": blocks, "transfer_lr": lr_t, "scratch_lr": lr_s},
+        "cv_accuracy": {"transfer": cv_transfer[(blocks, lr_t)][0], "scratch": cv_scratch[lr_s][0]},
     }
 
 
-def main(quick: bool = False, seeds: int = 3, per_class: int = 10) -> dict[str, Any]:
-    """Fine-tuned vs. from-scratch test accuracy on 5-9, per seed and mean."""
+def main(quick: bool = False, seeds: int = 3, per_class: int | list[int] = 10) -> dict[str, Any]:
+    """Transfer vs. from-scratch test accuracy on 5-9, per seed and mean,
+    for each number of labelled images per class."""
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    runs = [run_seed(s, per_class, quick) for s in range(1 if quick else seeds)]
-    result: dict[str, Any] = {
-        "example": "transfer_digits",
-        "labelled_per_class": per_class,
-        "seeds": len(runs),
-        "per_seed": runs,
-    }
-    for key in ("fine_tuned", "frozen_base_only", "fine_tuned_first_block", "from_scratch"):
-        values = [r[key] for r in runs]
-        result[f"{key}_mean"] = float(np.mean(values))
-        result[f"{key}_std"] = float(np.std(values))
+    sizes = [per_class] if isinstance(per_class, int) else list(per_class)
+    n_seeds = 1 if quick else seeds
+    phases = (4, 4) if quick else (30, 30)
+    result: dict[str, Any] = {"example": "transfer_digits", "seeds": n_seeds, "sizes": {}}
+    bases, source_acc = [], []
+    for seed in range(n_seeds):
+        data = load_digits_images(seed)
+        src = data["y_train"] < 5
+        model, acc = pretrain(
+            data["X_train"][src], data["y_train"][src], epochs=2 if quick else 20, seed=seed
+        )
+        bases.append(model)
+        source_acc.append(acc)
+    result["pretrain_val_accuracy"] = source_acc
+    for k in sizes:
+        runs = [run_seed(s, k, bases[s], phases) for s in range(n_seeds)]
+        entry: dict[str, Any] = {"per_seed": runs}
+        for key in ("transfer", "transfer_frozen_phase_only", "from_scratch"):
+            values = [r[key] for r in runs]
+            entry[f"{key}_mean"] = float(np.mean(values))
+            entry[f"{key}_std"] = float(np.std(values))
+        result["sizes"][str(k)] = entry
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, fewer epochs (for the tests)")
+    parser.add_argument("--quick", action="store_true", help="1 seed, few epochs (for the tests)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds to average over")
-    parser.add_argument("--per-class", type=int, default=10, help="labelled images per class")
+    parser.add_argument(
+        "--per-class", type=int, nargs="+", default=[10], help="labelled images per class"
+    )
     args = parser.parse_args()
     print(json.dumps(main(args.quick, args.seeds, args.per_class), indent=2))

@@ -59,32 +59,69 @@ def test_transfer_freezes_then_fine_tunes(torch: Any) -> None:
     transfer = _example("transfer_digits")
     data = _example("cnn_digits").load_digits_images(0)
     X, y = data["X_train"], data["y_train"]
-    base = transfer.pretrain(X[y < 5], y[y < 5], epochs=1, seed=0)
+    base, _ = transfer.pretrain(X[y < 5][:64], y[y < 5][:64], epochs=1, seed=0)
     seen: dict[str, Any] = {}
 
     def after_frozen(trainer: Any) -> None:
         seen["features"] = {
             k: v.clone() for k, v in trainer.model.module.features.state_dict().items()
         }
+        seen["lrs"] = [g["lr"] for g in trainer.optimizer.param_groups]
 
     X5, y5 = X[y >= 5][:40], y[y >= 5][:40] - 5
-    trainer = transfer.fine_tune(base, X5, y5, (2, 2), seed=0, after_frozen=after_frozen)
-    # Phase 1 left the conv base as pretrained; phase 2 moved it, the first
-    # conv block less than the second (its lr is 0.3 times smaller).
+    trainer = transfer.fine_tune(base, X5, y5, (2, 2), seed=0, lr=3e-3, after_frozen=after_frozen)
+    # Phase 1 left the whole conv base as pretrained; phase 2 moved it at a
+    # 10x lower lr than the new head.
     start = base.features.state_dict()
     for name, value in seen["features"].items():
         assert torch.equal(value, start[name]), name
     end = trainer.model.module.features.state_dict()
-    moved = {k: float((end[k] - start[k]).abs().max()) for k in start}
-    assert moved["0.weight"] > 0 and moved["3.weight"] > moved["0.weight"]
-    assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([9e-5, 3e-4, 1e-3])
+    assert all(float((end[k] - start[k]).abs().max()) > 0 for k in start)
+    lrs = [g["lr"] for g in trainer.optimizer.param_groups]
+    assert lrs == seen["lrs"] == pytest.approx([3e-4, 3e-4, 3e-3])
+
+
+def test_transfer_first_block_only(torch: Any) -> None:
+    transfer = _example("transfer_digits")
+    data = _example("cnn_digits").load_digits_images(0)
+    X, y = data["X_train"], data["y_train"]
+    base, _ = transfer.pretrain(X[y < 5][:64], y[y < 5][:64], epochs=1, seed=0)
+    seen: dict[str, Any] = {}
+    X5, y5 = X[y >= 5][:40], y[y >= 5][:40] - 5
+    transfer.fine_tune(
+        base, X5, y5, (1, 1), seed=0, blocks=1,
+        after_frozen=lambda t: seen.update(
+            {k: v.clone() for k, v in t.model.module.features.state_dict().items()}
+        ),
+    )  # fmt: skip
+    start = base.features.state_dict()
+    assert torch.equal(seen["0.weight"], start["0.weight"])  # transferred, frozen
+    assert not torch.equal(seen["3.weight"], start["3.weight"])  # new
+
+
+def test_shift_augment_keeps_labels_and_shifts_by_one_pixel() -> None:
+    transfer = _example("transfer_digits")
+    X = np.arange(2 * 64, dtype=np.float32).reshape(2, 1, 8, 8) + 1
+    Xa, ya = transfer.shift_augment(X, np.array([3, 4]))
+    assert Xa.shape == (18, 1, 8, 8) and list(ya) == [3, 4] * 9
+    assert any(np.array_equal(a, X[0]) for a in Xa)  # the unshifted image
+    assert np.array_equal(Xa[0, 0, 1:, 1:], X[0, 0, :-1, :-1])  # shifted down-right
+    assert not Xa[0, 0, 0].any() and not Xa[0, 0, :, 0].any()  # zero-filled
 
 
 def test_transfer_quick_run() -> None:
     result = _example("transfer_digits").main(quick=True)
     assert result["seeds"] == 1
-    assert result["fine_tuned_mean"] >= 0.7  # 5 classes: chance is 0.2
-    assert result["from_scratch_mean"] >= 0.7
+    assert result["pretrain_val_accuracy"][0] >= 0.9  # 0-4, 2 epochs
+    run = result["sizes"]["10"]
+    # Far above chance (0.2). This cannot tell pretrained features from
+    # random ones (a frozen random conv base scores as well here); that the
+    # pretrained weights are loaded and frozen is tested above.
+    assert run["transfer_frozen_phase_only_mean"] >= 0.7
+    assert run["transfer_mean"] >= 0.7
+    assert run["from_scratch_mean"] >= 0.7
+    chosen = run["per_seed"][0]["chosen"]
+    assert chosen["transfer_blocks"] in (1, 2) and chosen["scratch_lr"] in (1e-3, 3e-3, 1e-2)
 
 
 def test_search_runs_each_sampler() -> None:
