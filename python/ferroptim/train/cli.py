@@ -294,6 +294,10 @@ def train(
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--distributed" in argv:  # the same run across MPI ranks: docs/distributed.md
+        from ferroptim.distributed import train_main
+
+        return train_main(argv)
     try:
         args = build_parser().parse_args(argv)
         return run(args, argv)
