@@ -51,3 +51,14 @@ def test_runtime_example_runs(marker):
         assert fo.get_num_threads() == 4
     finally:
         fo.set_num_threads(before)
+
+
+def test_pytorch_example_trains():
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    code = _block("import ferroptim.torch as fot")
+    torch.manual_seed(0)
+    scope: dict = {}
+    exec(code.replace("range(3)", "range(30)"), scope)
+    first = torch.nn.functional.cross_entropy(scope["model"](scope["x"]), scope["y"])
+    assert scope["opt"].state_dict()["state"][0]["step"] == 30
+    assert float(first.detach()) < 2.2  # from ln(10) = 2.30 at the start
