@@ -251,3 +251,24 @@ def test_cli_bench_accepts_any_registry_name(monkeypatch):
     assert seen["optimizers"] == list(bench.DEFAULT_OPTIMIZERS)
     with pytest.raises(SystemExit):
         cli.main(["bench", "--optimizers", "nope"])
+
+
+def test_progress_in_a_log_is_one_line_per_case(monkeypatch) -> None:
+    """Not a terminal: plain lines, no carriage returns of a bar."""
+    import io
+    import sys
+
+    from ferroptim import bench
+
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    progress = bench._progress(2, quiet=False)
+    for case in ("1 x 1M f32 adam", "1 x 100 f32 adam"):
+        progress.set_postfix_str(case)
+        progress.update()
+    progress.close()
+    assert "\r" not in log.getvalue()
+    assert log.getvalue().splitlines() == [
+        "bench: 1/2 1 x 1M f32 adam",
+        "bench: 2/2 1 x 100 f32 adam",
+    ]

@@ -306,30 +306,31 @@ class Plan:
 
 
 def _progress(total: int, quiet: bool):
-    try:
-        if quiet:
-            raise ImportError
-        from tqdm import tqdm
+    """A tqdm bar in a terminal; one line per case in a log (no carriage returns)."""
+    if not quiet and sys.stderr.isatty():
+        try:
+            from tqdm import tqdm
 
-        return tqdm(total=total, desc="bench", unit="case", file=sys.stderr)
-    except ImportError:
+            return tqdm(total=total, desc="bench", unit="case", file=sys.stderr)
+        except ImportError:
+            pass
 
-        class Plain:
-            n = 0
+    class Lines:
+        n = 0
+        case = ""
 
-            def update(self, k: int = 1) -> None:
-                self.n += k
-                if not quiet:
-                    print(f"\rbench: {self.n}/{total}", end="", file=sys.stderr, flush=True)
+        def update(self, k: int = 1) -> None:
+            self.n += k
+            if not quiet:
+                print(f"bench: {self.n}/{total} {self.case}".rstrip(), file=sys.stderr, flush=True)
 
-            def set_postfix_str(self, s: str) -> None:
-                pass
+        def set_postfix_str(self, s: str) -> None:
+            self.case = s
 
-            def close(self) -> None:
-                if not quiet:
-                    print(file=sys.stderr)
+        def close(self) -> None:
+            pass
 
-        return Plain()
+    return Lines()
 
 
 def run(
