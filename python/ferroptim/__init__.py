@@ -19,6 +19,7 @@ from ferroptim.adagrad import Adagrad
 from ferroptim.adam import Adam
 from ferroptim.adamax import Adamax
 from ferroptim.adamw import AdamW
+from ferroptim.amp import DynamicLossScaler, LossScaler
 from ferroptim.arena import ArenaGroup, ParamArena
 from ferroptim.asgd import ASGD
 from ferroptim.finetune import exclude_from_weight_decay, layerwise_lr_groups
@@ -41,6 +42,8 @@ __all__ = [
     "Adamax",
     "AdamW",
     "ASGD",
+    "DynamicLossScaler",
+    "LossScaler",
     "ArenaGroup",
     "ParamArena",
     "Lion",

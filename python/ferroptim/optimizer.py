@@ -110,7 +110,8 @@ class Optimizer:
         else:
             self._engine = self._engine_class()
         self._gpu = first_gpu is not None
-        self._engine.configure(
+        # Kept: step(skip_nonfinite=True) turns the engine's option on for one call.
+        self._engine_options = dict(
             max_grad_norm=max_grad_norm,
             norm_type=norm_type,
             clip_value=clip_value,
@@ -118,6 +119,7 @@ class Optimizer:
             ema_decay=ema_decay,
             ema_equal=bool(ema_equal_weights),
         )
+        self._engine.configure(**self._engine_options)
         self._averaging = ema_decay is not None or bool(ema_equal_weights)
         self._swapped = False  # inside averaged_params()
         self.accumulate = accumulate
@@ -267,15 +269,31 @@ class Optimizer:
     # -- stepping ---------------------------------------------------------
 
     @overload
-    def step(self, grads: Grads | None = None) -> bool: ...
+    def step(
+        self, grads: Grads | None = None, *, grad_scale: float = ..., skip_nonfinite: bool = ...
+    ) -> bool: ...
 
     @overload
-    def step(self, grads: Grads | None = None, *, closure: Callable[[], Any]) -> Any: ...
+    def step(
+        self,
+        grads: Grads | None = None,
+        *,
+        closure: Callable[[], Any],
+        grad_scale: float = ...,
+        skip_nonfinite: bool = ...,
+    ) -> Any: ...
 
     @overload
     def step(self, grads: Callable[[], Any]) -> Any: ...  # opt.step(closure), as in torch
 
-    def step(self, grads: Any = None, closure: Callable[[], Any] | None = None) -> Any:
+    def step(
+        self,
+        grads: Any = None,
+        closure: Callable[[], Any] | None = None,
+        *,
+        grad_scale: float = 1.0,
+        skip_nonfinite: bool = False,
+    ) -> Any:
         """Updates every param in place from its grad; True if it did.
 
         Parameters
@@ -292,6 +310,12 @@ class Optimizer:
             uses ``grads`` or the arena's grads, which the closure may have
             filled. ``opt.step(closure)`` with a callable as the only argument
             works too.
+        grad_scale : float, default 1.0
+            Multiplies the grads inside the fused step (a loss scaler's 1/scale).
+            Under ``accumulate=k``, the k-th call's value applies to the sum.
+        skip_nonfinite : bool, default False
+            Skip this step if its grads hold NaN or Inf, as the option of the same
+            name does for every step (the check is fused with the grad norm).
 
         Returns
         -------
@@ -303,18 +327,22 @@ class Optimizer:
         if callable(grads) and closure is None:
             grads, closure = None, grads
         self._check_not_swapped("step()")
+        number = isinstance(grad_scale, (int, float, np.floating))
+        if not (number and 0 < grad_scale < float("inf")):
+            raise HyperparameterError(f"grad_scale: must be a finite number > 0, got {grad_scale}")
+        per_call = (float(grad_scale), bool(skip_nonfinite))
         if closure is None:
-            return self._step(grads)
+            return self._step(grads, *per_call)
         out = closure()
         loss = out
         if isinstance(out, tuple) and len(out) == 2:
             if grads is not None:
                 raise GradError("the closure returned grads, and step() was given grads too")
             loss, grads = out
-        self._step(grads)
+        self._step(grads, *per_call)
         return loss
 
-    def _step(self, grads: Any) -> bool:
+    def _step(self, grads: Any, grad_scale: float = 1.0, skip_nonfinite: bool = False) -> bool:
         if self._arena is not None:
             if grads is not None:
                 raise GradError(
@@ -331,13 +359,20 @@ class Optimizer:
         with self._lock:
             self._check_not_swapped("step()")
             self._check_groups()
-            if self.accumulate > 1:
-                return self._accumulate(list(grads))
-            applied = self._engine.step(grads, self.param_groups)
+            toggle = skip_nonfinite and not self._engine_options["skip_nonfinite"]
+            if toggle:
+                self._engine.configure(**{**self._engine_options, "skip_nonfinite": True})
+            try:
+                if self.accumulate > 1:
+                    return self._accumulate(list(grads), grad_scale)
+                applied = self._engine.step(grads, self.param_groups, grad_scale)
+            finally:
+                if toggle:
+                    self._engine.configure(**self._engine_options)
             self.num_updates += applied
             return applied
 
-    def _accumulate(self, grads: list[Any]) -> bool:
+    def _accumulate(self, grads: list[Any], grad_scale: float = 1.0) -> bool:
         """Buffers this call's grads; steps on every k-th call. A failed call
         (a bad grad, or a step the engine refuses) leaves the buffers as they were."""
         acc = self._accumulation
@@ -348,7 +383,7 @@ class Optimizer:
         if acc.calls + 1 < self.accumulate:
             acc.add(grads)
             return False
-        scale = 1.0 / self.accumulate if self.accumulate_mean else 1.0
+        scale = (1.0 / self.accumulate if self.accumulate_mean else 1.0) * grad_scale
         applied = self._engine.step(acc.totals(grads), self.param_groups, scale)
         acc.reset()
         self.num_updates += applied
