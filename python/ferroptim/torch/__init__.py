@@ -31,6 +31,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 
 from ferroptim.torch.flat import FlatParams, flatten
 from ferroptim.torch.optim import (
+    ASGD,
     SGD,
     Adadelta,
     Adagrad,
@@ -41,10 +42,12 @@ from ferroptim.torch.optim import (
     NAdam,
     RAdam,
     RMSprop,
+    Rprop,
     TorchOptimizer,
 )
 
 __all__ = [
+    "ASGD",
     "SGD",
     "Adadelta",
     "Adagrad",
@@ -56,6 +59,7 @@ __all__ = [
     "NAdam",
     "RAdam",
     "RMSprop",
+    "Rprop",
     "TorchOptimizer",
     "flatten",
 ]

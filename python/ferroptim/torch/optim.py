@@ -25,6 +25,7 @@ from ferroptim.torch.specs import DOCS, SPECS, Spec
 from ferroptim.torch.state import Entry, Member, StateView
 
 __all__ = [
+    "ASGD",
     "SGD",
     "SPECS",
     "Adadelta",
@@ -36,6 +37,7 @@ __all__ = [
     "NAdam",
     "RAdam",
     "RMSprop",
+    "Rprop",
     "Spec",
     "TorchOptimizer",
 ]
@@ -70,7 +72,7 @@ class TorchOptimizer(torch.optim.Optimizer):
             defaults.get("capturable", False),
             defaults.get("differentiable", False),
         )
-        self._base = {"l1": 0.0, **self._spec.fixed}
+        self._base = {"l1": 0.0, **self._spec.engine_defaults, **self._spec.fixed}
         self._spec.engine.validate_group(self._hypers(defaults))
         self._engine = self._spec.engine()
         self._entries: list[Entry] = []
@@ -90,6 +92,8 @@ class TorchOptimizer(torch.optim.Optimizer):
     def _hypers(self, group: Mapping[str, Any]) -> dict[str, Any]:
         """The engine's view of a group: plain numbers, ferroptim's extras."""
         hypers = dict(self._base)
+        if self._spec.scalar_dtype_option is not None:
+            hypers[self._spec.scalar_dtype_option] = str(_state.scalar_dtype())[6:]
         for key, value in group.items():
             if key not in _NOT_HYPERS:
                 hypers[key] = plain(value)
@@ -328,7 +332,7 @@ class TorchOptimizer(torch.optim.Optimizer):
         self._flush()
         old_groups = self.param_groups
         super().load_state_dict(state_dict)
-        loaded = self.__dict__.pop("state", None) or {}
+        loaded = _state.as_saved(self, state_dict, self.__dict__.pop("state", None) or {})
         try:
             for gid, group in enumerate(self.param_groups):
                 try:
@@ -402,7 +406,8 @@ def _make(spec: Spec) -> type[TorchOptimizer]:
         "    Tensors, (name, tensor) pairs or param-group dicts.",
     ]
     for name, default in spec.positional + spec.keyword:
-        lines += [f"{name} : {_kind(default)}, default {default!r}", f"    {DOCS[name]}"]
+        doc = spec.docs.get(name, DOCS[name])
+        lines += [f"{name} : {_kind(default)}, default {default!r}", f"    {doc}"]
     cls = type(
         spec.name,
         (TorchOptimizer,),
@@ -429,3 +434,5 @@ RMSprop = _CLASSES["RMSprop"]
 Adagrad = _CLASSES["Adagrad"]
 Adadelta = _CLASSES["Adadelta"]
 Lion = _CLASSES["Lion"]
+Rprop = _CLASSES["Rprop"]
+ASGD = _CLASSES["ASGD"]

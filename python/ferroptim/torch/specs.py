@@ -27,6 +27,12 @@ class Spec:
     keeps_step: bool = True  # torch's SGD keeps no "step"
     initial_state: tuple[str, str] | None = None  # Adagrad: (slot, the group key it starts at)
     summary: str = ""
+    # Engine-only hypers torch lacks (Rprop's weight_decay): not in the param groups.
+    engine_defaults: Mapping[str, Any] = field(default_factory=dict)
+    # The engine option that rounds per-param scalars (NAdam's mu_product,
+    # ASGD's eta and mu) as torch does: to torch's default dtype at step time.
+    scalar_dtype_option: str | None = None
+    docs: Mapping[str, str] = field(default_factory=dict)  # DOCS entries this class words otherwise
 
 
 _BETAS = (0.9, 0.999)
@@ -86,6 +92,7 @@ SPECS = (
             ("decoupled_weight_decay", False),
         ),
         _ADAM_FLAGS[:4],
+        scalar_dtype_option="mu_product_dtype",
         summary="NAdam: Adam with Nesterov momentum.",
     ),
     Spec(
@@ -149,6 +156,34 @@ SPECS = (
         summary="Lion (Chen et al.): the sign of an interpolated momentum. Not in torch.optim; "
         "its state is 'exp_avg', as in lion-pytorch.",
     ),
+    Spec(
+        "Rprop",
+        _core.Rprop,
+        (("lr", 1e-2), ("etas", (0.5, 1.2)), ("step_sizes", (1e-6, 50))),
+        (("capturable", False), ("foreach", None), ("maximize", False), ("differentiable", False)),
+        engine_defaults={"weight_decay": 0.0},
+        summary="Rprop: per-element step sizes grown or shrunk by the sign of the grad.",
+    ),
+    Spec(
+        "ASGD",
+        _core.ASGD,
+        (
+            ("lr", 1e-2),
+            ("lambd", 1e-4),
+            ("alpha", 0.75),
+            ("t0", 1e6),
+            ("weight_decay", 0),
+            ("foreach", None),
+            ("maximize", False),
+            ("differentiable", False),
+            ("capturable", False),
+        ),
+        (),
+        scalar_dtype_option="scalar_dtype",
+        docs={"alpha": "Power of the step-size decay."},
+        summary="ASGD: SGD with a decaying step size and a running average of the params "
+        "(state 'ax'; 'eta' and 'mu' are 0-d tensors, as in torch).",
+    ),
 )
 
 
@@ -168,6 +203,10 @@ DOCS = {
     "lr_decay": "Decay of the lr with the step count.",
     "initial_accumulator_value": "Initial value of the sum of squares.",
     "rho": "Decay rate of the running averages.",
+    "etas": "Rprop's (decrease, increase) factors of the step sizes.",
+    "step_sizes": "Rprop's (min, max) step sizes.",
+    "lambd": "ASGD's decay term: shrinks the params and the step size.",
+    "t0": "The step after which ASGD starts averaging.",
     "maximize": "Maximize the objective.",
     "foreach": "torch's implementation flag: accepted, no effect.",
     "fused": "torch's implementation flag: accepted, no effect.",

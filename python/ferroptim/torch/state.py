@@ -1,8 +1,9 @@
 """Optimizer state in torch's format, to and from the Rust engine's.
 
 The engine keeps each engine param's state as ``{"step": int, slot: array}``
-(NAdam adds ``"mu_product"``). torch keeps, per param tensor,
-``{"step": 0-d float tensor, slot: tensor}`` under the same slot names. An
+plus the numbers its class's ``AUX`` names (NAdam's ``mu_product``, ASGD's
+``eta`` and ``mu``). torch keeps, per param tensor, ``{"step": 0-d float
+tensor, number: 0-d float tensor, slot: tensor}`` under the same names. An
 engine param is one tensor, or, in flattened mode, a run of an arena holding
 several tensors (:class:`Member` says where each sits in it).
 """
@@ -21,7 +22,7 @@ from ferroptim.exceptions import StateDictError
 if TYPE_CHECKING:
     from ferroptim.torch.optim import TorchOptimizer
 
-__all__ = ["Entry", "Member", "StateView", "export", "to_engine"]
+__all__ = ["Entry", "Member", "StateView", "as_saved", "export", "scalar_names", "to_engine"]
 
 
 @dataclass
@@ -47,8 +48,10 @@ class Entry:
     offset: int = 0  # an arena run's start in the arena
 
 
-# Per-param numbers a state may hold besides its slots (NAdam's mu_product).
-_SCALARS = ("step", "mu_product")
+def scalar_names(engine: Any) -> tuple[str, ...]:
+    """The per-param numbers an engine's state holds besides its slots: ``step``
+    and its ``AUX`` (NAdam's mu_product, ASGD's eta and mu)."""
+    return ("step", *(name for name, _ in engine.AUX))
 
 
 def scalar_dtype() -> torch.dtype:
@@ -91,7 +94,30 @@ def export(opt: TorchOptimizer) -> dict[Any, dict[str, Any]]:
     return out
 
 
-def _plain_entry(m: Member, value: Any, slots: list[str]) -> dict[str, Any]:
+def as_saved(
+    opt: TorchOptimizer, state_dict: Mapping[str, Any], loaded: Mapping[Any, Any]
+) -> dict[Any, Any]:
+    """``loaded`` (torch's load_state_dict result, keyed by param) with the AUX
+    numbers as saved: torch casts them to the param's dtype, which would round
+    a float64 eta or mu_product of a float32 param."""
+    out = dict(loaded)
+    aux = scalar_names(opt._spec.engine)[1:]
+    saved = state_dict.get("state")
+    if not aux or not isinstance(saved, Mapping):
+        return out
+    # torch has checked that the saved groups hold as many params as ours.
+    ids = (i for g in state_dict["param_groups"] for i in g["params"])
+    params = (p for g in opt.param_groups for p in g["params"])
+    for idx, p in zip(ids, params):
+        raw = saved.get(idx)
+        if isinstance(out.get(p), Mapping) and isinstance(raw, Mapping):
+            out[p] = {**out[p], **{k: raw[k] for k in aux if k in raw}}
+    return out
+
+
+def _plain_entry(
+    m: Member, value: Any, slots: list[str], scalars: tuple[str, ...]
+) -> dict[str, Any]:
     """One member's torch-format state as engine values (floats, NumPy arrays)."""
     if not isinstance(value, Mapping):
         raise StateDictError(f"state of param {m.label} must be a dict, got {type(value).__name__}")
@@ -99,10 +125,11 @@ def _plain_entry(m: Member, value: Any, slots: list[str]) -> dict[str, Any]:
     for key, v in value.items():
         if v is None:  # torch's SGD may keep momentum_buffer=None
             continue
-        if key not in slots and key not in _SCALARS:
+        if key not in slots and key not in scalars:
             raise StateDictError(
                 f"state of param {m.label} has {key!r}, which this optimizer does not keep "
-                f"(it keeps step, {', '.join(slots)}): is it a state_dict of another optimizer?"
+                f"(it keeps {', '.join([*scalars, *slots])}): is it a state_dict of another "
+                "optimizer?"
             )
         if isinstance(v, torch.Tensor):
             if v.is_complex() or v.dtype == torch.bool:
@@ -126,9 +153,10 @@ def to_engine(opt: TorchOptimizer, states: Mapping[Any, Any]) -> list[dict[str, 
     tensor (a param left out starts fresh)."""
     result = []
     slots = list(opt._spec.engine.state_names)
+    scalars = scalar_names(opt._spec.engine)
     for entry in opt._entries:
         parts = [(m, states.get(m.tensor)) for m in entry.members]
-        parts = [(m, _plain_entry(m, v, slots) if v else {}) for m, v in parts]
+        parts = [(m, _plain_entry(m, v, slots, scalars) if v else {}) for m, v in parts]
         if entry.flat is None:
             result.append(parts[0][1])
         else:
