@@ -272,3 +272,18 @@ def test_flattened_model_steps_as_torch_and_its_state_dict_loads_into_torch(name
     train(m_f, t2, 3)
     for a, b in zip(m_f.parameters(), m_t.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_load_pre_hook_that_changes_eta_is_honoured() -> None:
+    params, t_opt = _trained("ASGD", torch.float64)
+    sd = t_opt.state_dict()
+
+    def halve_eta(opt: Any, state_dict: dict[str, Any]) -> dict[str, Any]:
+        state = {i: {**st, "eta": st["eta"] / 2} for i, st in state_dict["state"].items()}
+        return {**state_dict, "state": state}
+
+    ours = fot.ASGD(_groups(params, 0.01))
+    ours.register_load_state_dict_pre_hook(halve_eta)
+    ours.load_state_dict(sd)
+    for i, st in ours.state_dict()["state"].items():
+        assert float(st["eta"]) == float(sd["state"][i]["eta"]) / 2

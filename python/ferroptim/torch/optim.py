@@ -332,8 +332,9 @@ class TorchOptimizer(torch.optim.Optimizer):
         self._flush()
         old_groups = self.param_groups
         super().load_state_dict(state_dict)
-        loaded = _state.as_saved(self, state_dict, self.__dict__.pop("state", None) or {})
+        loaded = self.__dict__.pop("state", None) or {}
         try:
+            loaded = _state.as_saved(self, state_dict, loaded)
             for gid, group in enumerate(self.param_groups):
                 try:
                     self._spec.engine.validate_group(self._hypers(group))

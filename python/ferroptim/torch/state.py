@@ -109,10 +109,17 @@ def as_saved(
     ids = (i for g in state_dict["param_groups"] for i in g["params"])
     params = (p for g in opt.param_groups for p in g["params"])
     for idx, p in zip(ids, params):
-        raw = saved.get(idx)
-        if isinstance(out.get(p), Mapping) and isinstance(raw, Mapping):
-            out[p] = {**out[p], **{k: raw[k] for k in aux if k in raw}}
+        raw, cast = saved.get(idx), out.get(p)
+        if isinstance(cast, Mapping) and isinstance(raw, Mapping):
+            out[p] = {**cast, **{k: raw[k] for k in aux if _is_cast_of(cast.get(k), raw.get(k))}}
     return out
+
+
+def _is_cast_of(cast: Any, raw: Any) -> bool:
+    """Whether ``cast`` is torch's cast of ``raw`` (and not, say, a load
+    pre-hook's own value): both one-number tensors, equal in ``cast``'s dtype."""
+    ok = all(isinstance(v, torch.Tensor) and v.numel() == 1 for v in (cast, raw))
+    return ok and bool(raw.detach().cpu().to(cast.dtype) == cast.detach().cpu())
 
 
 def _plain_entry(
