@@ -4,9 +4,9 @@
 
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
-use ferroptim_core::engine::{self as core, NewParam};
+use ferroptim_core::engine::{self as core, Kind, NewParam};
 use ferroptim_core::kernels::Algorithm;
-use ferroptim_core::options::Options;
+use ferroptim_core::options::{Options, Precision};
 use ferroptim_core::{Error, Result};
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -87,7 +87,7 @@ impl<A: Algorithm> Inner<A> {
         py: Python<'py>,
         grads: &[Bound<'py, PyAny>],
         copies: &mut Vec<Bound<'py, PyAny>>,
-    ) -> Result<Vec<Option<usize>>> {
+    ) -> Result<Vec<Option<(usize, Kind)>>> {
         self.core.check_grad_count(grads.len())?;
         let mut ready = Vec::with_capacity(grads.len());
         for (i, g) in grads.iter().enumerate() {
@@ -103,24 +103,32 @@ impl<A: Algorithm> Inner<A> {
         Ok(ready)
     }
 
-    /// The grad is an array of its param's dtype and shape. Frozen params'
-    /// grads are checked this far too, so freezing never hides a wrong grad.
+    /// The grad is an array of its param's dtype (or float32 for a 16-bit
+    /// param) and shape. Frozen params' grads are checked this far too, so
+    /// freezing never hides a wrong grad.
     fn check_grad_fits<'a, 'py>(
         &self,
         i: usize,
         g: &'a Bound<'py, PyAny>,
-    ) -> Result<&'a Bound<'py, PyUntypedArray>> {
+    ) -> Result<(&'a Bound<'py, PyUntypedArray>, Kind)> {
         let (label, kind, shape, _, _) = self.core.param(i);
         let what = || format!("grad for param {label}");
         let arr = as_array(g, what)?;
-        if kind_of(arr) != Some(kind) {
-            return Err(Error::Dtype(format!(
-                "{} has dtype {}, the param has {}",
-                what(),
-                arr.dtype(),
-                kind.name()
-            )));
-        }
+        let grad_kind = match kind_of(arr) {
+            Some(k) if kind.accepts_grad(k) => k,
+            _ => {
+                let allowed = if kind.is_low_precision() {
+                    format!("{} (or float32)", kind.name())
+                } else {
+                    kind.name().to_string()
+                };
+                return Err(Error::Dtype(format!(
+                    "{} has dtype {}, the param has {allowed}",
+                    what(),
+                    arr.dtype(),
+                )));
+            }
+        };
         if arr.shape() != shape {
             return Err(Error::Grad(format!(
                 "{} has shape {:?}, the param has shape {shape:?}",
@@ -128,7 +136,7 @@ impl<A: Algorithm> Inner<A> {
                 arr.shape(),
             )));
         }
-        Ok(arr)
+        Ok((arr, grad_kind))
     }
 
     fn check_grad<'py>(
@@ -137,15 +145,15 @@ impl<A: Algorithm> Inner<A> {
         i: usize,
         g: &Bound<'py, PyAny>,
         copies: &mut Vec<Bound<'py, PyAny>>,
-    ) -> Result<usize> {
+    ) -> Result<(usize, Kind)> {
         self.check_param(py, i)?;
-        let arr = self.check_grad_fits(i, g)?;
+        let (arr, grad_kind) = self.check_grad_fits(i, g)?;
         let label = self.core.param(i).0;
         let what = || format!("grad for param {label}");
         let (gaddr, gfl) = header(arr);
         if gfl & IS_C_CONTIGUOUS != 0 && gfl & IS_ALIGNED != 0 {
-            self.core.check_grad_memory(i, gaddr, what)?;
-            Ok(gaddr)
+            self.core.check_grad_memory(i, gaddr, grad_kind, what)?;
+            Ok((gaddr, grad_kind))
         } else {
             // Strided or Fortran-ordered: read it in index order from a copy.
             let copy = contiguous_copy(arr).map_err(|e| Error::Grad(format!("{}: {e}", what())))?;
@@ -155,7 +163,7 @@ impl<A: Algorithm> Inner<A> {
             )
             .0;
             copies.push(copy);
-            Ok(addr)
+            Ok((addr, grad_kind))
         }
     }
 }
@@ -190,6 +198,14 @@ impl<A: Algorithm> Engine<A> {
         self.lock(py).core.configure(options);
     }
 
+    pub fn set_precision(&self, py: Python<'_>, precision: Precision) -> Result<()> {
+        self.lock(py).core.set_precision(precision)
+    }
+
+    pub fn precision(&self, py: Python<'_>) -> Precision {
+        self.lock(py).core.precision()
+    }
+
     pub fn set_frozen(&self, py: Python<'_>, indices: &[usize], frozen: bool) -> Result<()> {
         self.lock(py).core.set_frozen(indices, frozen)
     }
@@ -214,7 +230,7 @@ impl<A: Algorithm> Engine<A> {
         }
         // SAFETY: every param with an average was just checked to be live,
         // writeable and where it was added; the GIL is held throughout.
-        Ok(unsafe { inner.core.swap_averages() })
+        unsafe { inner.core.swap_averages() }
     }
 
     /// Registers params as group `group`; all or nothing.
@@ -240,7 +256,8 @@ impl<A: Algorithm> Engine<A> {
             let arr = as_array(obj, || what.clone())?;
             let kind = kind_of(arr).ok_or_else(|| {
                 Error::Dtype(format!(
-                    "{what} must have dtype float32 or float64 (native byte order), got {}",
+                    "{what} must have dtype float32, float64, float16 or bfloat16 (native byte \
+                     order; bfloat16 is ml_dtypes.bfloat16), got {}",
                     arr.dtype()
                 ))
             })?;
@@ -338,8 +355,9 @@ impl<A: Algorithm> Engine<A> {
             .iter()
             .enumerate()
             .map(|(i, entry)| {
-                let (label, kind, shape, _, _) = inner.core.param(i);
-                state::stage::<A>(&numpy, &entry, label, kind, shape)
+                let (label, _, shape, _, _) = inner.core.param(i);
+                let layout = inner.core.layout(i);
+                state::stage::<A>(&numpy, &entry, label, layout, shape)
             })
             .collect::<PyFerrResult<Vec<_>>>()?;
         Ok(inner.core.load_state(staged)?)

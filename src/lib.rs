@@ -25,6 +25,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bindings::runtime::get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::runtime::set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::runtime::stream_add, m)?)?;
+    m.add_function(wrap_pyfunction!(bindings::lowp::register_bfloat16, m)?)?;
+    m.add_function(wrap_pyfunction!(bindings::lowp::quantize_blockwise, m)?)?;
+    m.add_function(wrap_pyfunction!(bindings::lowp::dequantize_blockwise, m)?)?;
     m.add(
         "HyperparameterError",
         py.get_type::<error::HyperparameterError>(),

@@ -17,6 +17,7 @@ use ferroptim_core::Error;
 use numpy::npyffi::{flags, NPY_ORDER, NPY_TYPES, PY_ARRAY_API};
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 pub const IS_C_CONTIGUOUS: i32 = flags::NPY_ARRAY_C_CONTIGUOUS;
 pub const IS_ALIGNED: i32 = flags::NPY_ARRAY_ALIGNED;
@@ -42,9 +43,22 @@ pub fn kind_of(arr: &Bound<'_, PyUntypedArray>) -> Option<Kind> {
         Some(Kind::F32)
     } else if num == NPY_TYPES::NPY_DOUBLE as i32 {
         Some(Kind::F64)
+    } else if num == NPY_TYPES::NPY_HALF as i32 {
+        Some(Kind::F16)
+    } else if num == BFLOAT16.load(Ordering::Relaxed) && num >= 0 {
+        Some(Kind::Bf16)
     } else {
         None
     }
+}
+
+/// NumPy's type number of `ml_dtypes.bfloat16` (a user-defined dtype, so
+/// its number is assigned when ml_dtypes is imported); -1 until registered.
+static BFLOAT16: AtomicI32 = AtomicI32::new(-1);
+
+/// Records bfloat16's type number (the package does this at import).
+pub fn register_bfloat16(num: i32) {
+    BFLOAT16.store(num, Ordering::Relaxed);
 }
 
 /// A C-ordered, aligned copy of `arr`.
@@ -76,7 +90,7 @@ pub fn as_array<'a, 'py>(
 ) -> Result<&'a Bound<'py, PyUntypedArray>, Error> {
     obj.cast::<PyUntypedArray>().map_err(|_| {
         Error::Dtype(format!(
-            "{} must be a NumPy float32 or float64 array, got {}",
+            "{} must be a NumPy float32, float64, float16 or bfloat16 array, got {}",
             what(),
             type_name(obj)
         ))

@@ -457,8 +457,9 @@ def _bad_param_cases() -> dict[str, tuple[Callable[[], list], type, type, tuple[
     def int_dtype() -> list:
         return [np.ones(2, F32), np.ones(3, np.int32)]
 
-    def f16() -> list:
-        return [np.ones(2, F32), np.ones(3, np.float16)]
+    def f128() -> list:
+        # float16 and bfloat16 are params now (#14); extended precision is not.
+        return [np.ones(2, F32), np.ones(3, np.longdouble)]
 
     def complex_dtype() -> list:
         return [np.ones(2, F32), np.ones(3, np.complex128)]
@@ -495,7 +496,7 @@ def _bad_param_cases() -> dict[str, tuple[Callable[[], list], type, type, tuple[
         "fortran_2d": (fortran, ParamError, ValueError, ("#1", "contiguous")),
         "transposed_2d": (transposed, ParamError, ValueError, ("#1", "contiguous")),
         "int_dtype": (int_dtype, DtypeError, TypeError, ("#1", "int32")),
-        "float16": (f16, DtypeError, TypeError, ("#1", "float16")),
+        "longdouble": (f128, DtypeError, TypeError, ("#1", str(np.dtype(np.longdouble)))),
         "complex": (complex_dtype, DtypeError, TypeError, ("#1", "complex128")),
         "byteswapped": (byteswapped, DtypeError, TypeError, ("#1",)),
         "not_an_array": (not_array, DtypeError, TypeError, ("#1", "list")),

@@ -6,7 +6,7 @@
 >>> opt.step([np.ones(3, np.float32)])
 """
 
-from ferroptim import exceptions, functional, lr_scheduler, schedules
+from ferroptim import _precision, exceptions, functional, lr_scheduler, schedules
 from ferroptim._core import (
     __version__,
     get_num_threads,
@@ -72,3 +72,6 @@ __all__ = [
     "set_simd_level",
     "simd_level",
 ]
+
+# NumPy numbers ml_dtypes.bfloat16 when it loads: tell the core which it is.
+_precision.register()

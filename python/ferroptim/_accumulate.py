@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ferroptim._params import on_gpu
+from ferroptim._precision import is_low_precision
 from ferroptim.exceptions import DtypeError, GradError
 
 __all__ = ["Accumulation", "check_grads"]
@@ -42,8 +43,9 @@ def check_grads(
             what = "a GPU array" if on_gpu(g) else f"{module}.{type(g).__name__}"
             what = what.removeprefix("builtins.")  # as the engine names types
             raise DtypeError(f"grad for param {label} must be a {kind} {dtype} array, got {what}")
-        if g.dtype != dtype:
-            raise DtypeError(f"grad for param {label} has dtype {g.dtype}, the param has {dtype}")
+        if g.dtype != dtype and not (g.dtype == np.float32 and is_low_precision(dtype)):
+            allowed = f"{dtype} (or float32)" if is_low_precision(dtype) else str(dtype)
+            raise DtypeError(f"grad for param {label} has dtype {g.dtype}, the param has {allowed}")
         if tuple(g.shape) != tuple(shape):
             raise GradError(
                 f"grad for param {label} has shape {list(g.shape)}, the param has shape "
@@ -66,13 +68,13 @@ class Accumulation:
     def add(self, grads: Sequence[Any]) -> None:
         """Buffers a non-final call's (checked) grads."""
         if self.calls == 0:
-            self.buffers = [None if g is None else g.copy() for g in grads]
+            self.buffers = [None if g is None else _buffer(g) for g in grads]
             self.calls = 1
             return
         buffers = self._padded(len(grads))
         # Allocate first, so that running out of memory leaves the buffers alone;
         # the in-place adds that follow cannot fail on checked grads.
-        fresh = {i: g.copy() for i, g in enumerate(grads) if g is not None and buffers[i] is None}
+        fresh = {i: _buffer(g) for i, g in enumerate(grads) if g is not None and buffers[i] is None}
         for i, g in enumerate(grads):
             if g is not None and i not in fresh:
                 buffers[i] += g
@@ -90,6 +92,14 @@ class Accumulation:
         """After the k-th call's step went through."""
         self.calls = 0
         self.buffers = []
+
+
+def _buffer(g: Any) -> Any:
+    """A copy to sum into: 16-bit grads are summed in float32 (the engine
+    takes float32 grads for 16-bit params), so no micro-batch is rounded away."""
+    if isinstance(g, np.ndarray) and g.dtype.itemsize == 2:
+        return g.astype(np.float32)
+    return g.copy()
 
 
 def _sum(b: Any, g: Any) -> Any:

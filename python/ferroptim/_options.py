@@ -21,6 +21,10 @@ STEP_OPTIONS = (
     "fused",
     "capturable",
     "differentiable",
+    "state_dtype",
+    "master_weights",
+    "stochastic_rounding",
+    "seed",
 )
 
 #: Appended to the Parameters section of every optimizer class's docstring.
@@ -45,6 +49,19 @@ foreach, fused : bool or None, default None
     torch's implementation flags: accepted, no effect (every step is fused).
 capturable, differentiable : bool, default False
     torch's flags: only False is supported.
+state_dtype : {None, "float32", "bfloat16", "int8"}, default None
+    How the state is stored: float32 (None: the params' compute dtype),
+    bfloat16, or 8-bit codes with a float32 scale per block of 256 (about
+    2 bytes per param for Adam's two moments instead of 8).
+master_weights : bool, default True
+    float16/bfloat16 params keep float32 master weights in the state and
+    are written back rounded; False updates the 16-bit params directly.
+stochastic_rounding : bool, default False
+    Without master weights, round the params (and bfloat16 state)
+    stochastically instead of to nearest, so small updates are not lost.
+seed : int, default 0
+    Seeds stochastic rounding: the same seed gives the same bits on any
+    number of threads.
 """
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from ferroptim._compat import plain
 from ferroptim._params import Member, label, to_numpy
+from ferroptim._precision import bfloat16
 from ferroptim.exceptions import StateDictError
 
 if TYPE_CHECKING:
@@ -29,6 +30,9 @@ PARAM_KEYS = ("params", "param_names")
 _COUNTS = ("step", "n_averaged")
 # master_param: the float32 master weights of float16 params (CUDA engine).
 _COMMON = ("step", "n_averaged", "averaged_param", "master_param")
+# 8-bit state: the key of a slot's per-block scales, and the block size.
+SCALES_SUFFIX = "_absmax"
+QBLOCK = 256
 # Array dtypes whose values are real numbers the engine can take.
 _REAL_KINDS = "fiu"
 
@@ -75,7 +79,10 @@ def state_dict(opt: Optimizer) -> dict[str, Any]:
         for m in members:
             entry: dict[str, Any] = {"step": st["step"]}
             for slot, values in st.items():
-                if isinstance(values, np.ndarray):
+                if slot.endswith(SCALES_SUFFIX):
+                    # 8-bit state: the scales of the blocks the member overlaps.
+                    entry[slot] = values[m.lo // QBLOCK : -(-m.hi // QBLOCK)].copy()
+                elif isinstance(values, np.ndarray):
                     entry[slot] = values.reshape(-1)[m.lo : m.hi].reshape(m.shape)
                 else:  # step, n_averaged, the class's AUX numbers: one per run
                     entry[slot] = values
@@ -135,13 +142,18 @@ def _check_entry(opt: Optimizer, key: Any, entry: Any) -> None:
                     f"{slot} of param {label(key)} must be a real number, got {value!r}"
                 )
             continue
-        if isinstance(slot, str) and slot not in known and slot not in _COMMON:
+        if (
+            isinstance(slot, str)
+            and slot not in known
+            and slot not in _COMMON
+            and slot.removesuffix(SCALES_SUFFIX) not in known
+        ):
             raise StateDictError(
                 f"state of param {label(key)} has {slot!r}, which {opt._kind()} does not keep "
                 f"(it keeps {', '.join(known)}){_guess(opt, entry)}"
             )
         dtype = getattr(value, "dtype", None)
-        if isinstance(dtype, np.dtype) and dtype.kind not in _REAL_KINDS:
+        if isinstance(dtype, np.dtype) and dtype.kind not in _REAL_KINDS and dtype != bfloat16():
             raise StateDictError(
                 f"state {slot!r} of param {label(key)} has dtype {dtype}: it must hold real "
                 "numbers (a complex, bool, string or object array is refused, not converted)"
@@ -333,6 +345,9 @@ def _merge_state(opt: Optimizer, parts: list[tuple[Member, Any]]) -> dict[str, A
             )
         merged[key] = values.pop()
     for slot in sorted(keys - scalars):
+        if slot.endswith(SCALES_SUFFIX):
+            merged[slot] = _merge_scales(parts, slot)
+            continue
         pieces = []
         for m, st in parts:
             if slot not in st:
@@ -344,8 +359,27 @@ def _merge_state(opt: Optimizer, parts: list[tuple[Member, Any]]) -> dict[str, A
                     f"the param has shape {m.shape}"
                 )
             try:
-                pieces.append(np.asarray(value, dtype=np.float64).reshape(-1))
+                # Stored values as they are (bfloat16 bits, 8-bit codes), numbers as float64.
+                exact = isinstance(value, np.ndarray) and value.dtype in (np.uint8, bfloat16())
+                pieces.append(np.asarray(value, dtype=None if exact else np.float64).reshape(-1))
             except (TypeError, ValueError) as err:
                 raise StateDictError(f"state {slot!r} of param {m.key!r}: {err}") from err
         merged[slot] = np.concatenate(pieces)
+    return merged
+
+
+def _merge_scales(parts: list[tuple[Member, Any]], slot: str) -> np.ndarray:
+    """An arena run's 8-bit block scales from its members' (each holds the
+    blocks it overlaps; neighbours share the blocks on their boundary)."""
+    blocks = -(-max(m.hi for m, _ in parts) // QBLOCK)
+    merged = np.zeros(blocks, dtype=np.float32)
+    for m, st in parts:
+        first, last = m.lo // QBLOCK, -(-m.hi // QBLOCK)
+        value = np.asarray(st.get(slot), dtype=np.float32).reshape(-1)
+        if value.shape != (last - first,):
+            raise StateDictError(
+                f"state {slot!r} of param {m.key!r} holds {value.size} block scales, "
+                f"its place in the arena needs {last - first}"
+            )
+        merged[first:last] = value
     return merged

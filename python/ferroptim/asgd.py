@@ -79,6 +79,10 @@ class ASGD(Optimizer):
         fused: bool | None = None,
         capturable: bool = False,
         differentiable: bool = False,
+        state_dtype: str | None = None,
+        master_weights: bool = True,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__(
             params,

@@ -37,6 +37,7 @@ from ferroptim._params import (
     select,
     split_params,
 )
+from ferroptim._precision import check_precision, refuse_on_gpu
 from ferroptim.arena import ArenaGroup, ParamArena
 from ferroptim.exceptions import DtypeError, GradError, HyperparameterError, ParamError
 
@@ -92,8 +93,13 @@ class Optimizer:
         fused: bool | None = None,
         capturable: bool = False,
         differentiable: bool = False,
+        state_dtype: str | None = None,
+        master_weights: bool = True,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         check_torch_flags(foreach, fused, capturable, differentiable)
+        self.precision = check_precision(state_dtype, master_weights, stochastic_rounding, seed)
         self.defaults = plain_hypers(defaults)
         self._engine_class.validate_group(self.defaults)
         if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
@@ -106,9 +112,11 @@ class Optimizer:
         if first_gpu is not None:
             from ferroptim import cuda
 
+            refuse_on_gpu(self.precision)
             self._engine = cuda.make_engine(self._engine_class, first_gpu)
         else:
             self._engine = self._engine_class()
+            self._engine.set_precision(**self.precision)
         self._gpu = first_gpu is not None
         # Kept: step(skip_nonfinite=True) turns the engine's option on for one call.
         self._engine_options = dict(

@@ -4,6 +4,7 @@
 //! engine. No optimizer math lives here.
 
 pub mod gradtools;
+pub mod lowp;
 pub mod runtime;
 pub mod spans;
 
@@ -130,6 +131,37 @@ macro_rules! optimizer_class {
 
             /// The per-tensor numbers carried between steps, as
             /// `(state-dict name, value before the first step)` pairs.
+            /// Per slot: never negative (8-bit state codes it without a sign).
+            #[classattr]
+            fn non_negative_slots() -> Vec<bool> {
+                A::NON_NEGATIVE[..A::SLOTS.len()].to_vec()
+            }
+
+            /// Whether `state_dtype` may be "bfloat16" or "int8".
+            #[classattr]
+            fn compressible() -> bool {
+                A::COMPRESSIBLE
+            }
+
+            /// How params and state are stored; before any param is added.
+            #[pyo3(signature = (state_dtype = "float32", master_weights = true, stochastic_rounding = false, seed = 0))]
+            fn set_precision(
+                &self,
+                py: Python<'_>,
+                state_dtype: &str,
+                master_weights: bool,
+                stochastic_rounding: bool,
+                seed: u64,
+            ) -> PyFerrResult<()> {
+                let precision = ferroptim_core::options::Precision {
+                    state: ferroptim_core::options::StateDtype::parse(state_dtype)?,
+                    master_weights,
+                    stochastic_rounding,
+                    seed,
+                };
+                Ok(self.0.set_precision(py, precision)?)
+            }
+
             #[classattr]
             #[allow(non_snake_case)]
             fn AUX() -> Vec<(&'static str, f64)> {

@@ -7,7 +7,6 @@
 use std::alloc::{alloc_zeroed, Layout};
 
 use crate::error::{Error, Result};
-use crate::kernels::Real;
 
 fn out_of_memory<T>(len: usize, what: &str) -> Error {
     let bytes = len.saturating_mul(std::mem::size_of::<T>());
@@ -19,13 +18,27 @@ fn out_of_memory<T>(len: usize, what: &str) -> Error {
 
 /// `len` zeros, or `Error::Memory`. The pages come zeroed from the OS
 /// (calloc), so they are only touched when first written, as with `vec!`.
-pub fn try_zeroed<T: Real>(len: usize, what: &str) -> Result<Vec<T>> {
+/// Types whose all-zero bits are a valid value (0.0 or 0).
+///
+/// # Safety
+/// Only for plain numbers with no invalid bit patterns.
+pub unsafe trait Zeroable: Copy {}
+// SAFETY: plain numbers; all-zero bits are 0.
+unsafe impl Zeroable for f32 {}
+// SAFETY: as above.
+unsafe impl Zeroable for f64 {}
+// SAFETY: as above.
+unsafe impl Zeroable for u16 {}
+// SAFETY: as above.
+unsafe impl Zeroable for u8 {}
+
+pub fn try_zeroed<T: Zeroable>(len: usize, what: &str) -> Result<Vec<T>> {
     if len == 0 || std::mem::size_of::<T>() == 0 {
         return Ok(Vec::new());
     }
     let layout = Layout::array::<T>(len).map_err(|_| out_of_memory::<T>(len, what))?;
-    // SAFETY: `layout` has a non-zero size. `Real` is implemented for f32 and
-    // f64 only, for which all-zero bits are 0.0, so the buffer holds `len`
+    // SAFETY: `layout` has a non-zero size. For `Zeroable` types all-zero
+    // bits are a value, so the buffer holds `len`
     // initialized values; it was allocated by the global allocator with
     // exactly the layout `Vec<T>` uses for capacity `len`, so the Vec may own it.
     unsafe {

@@ -90,3 +90,58 @@ impl Options {
         })
     }
 }
+
+/// How optimizer state is stored (for float32, bfloat16 and float16
+/// params; float64 params keep float64 state).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StateDtype {
+    #[default]
+    Float32,
+    Bfloat16,
+    /// 8-bit block-scaled codes ([`crate::kernels::lowp`]).
+    Int8,
+}
+
+impl StateDtype {
+    pub fn parse(name: &str) -> Result<StateDtype> {
+        match name {
+            "float32" => Ok(StateDtype::Float32),
+            "bfloat16" => Ok(StateDtype::Bfloat16),
+            "int8" => Ok(StateDtype::Int8),
+            _ => Err(Error::hyper(
+                "state_dtype",
+                &format!("must be 'float32', 'bfloat16' or 'int8', got '{name}'"),
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StateDtype::Float32 => "float32",
+            StateDtype::Bfloat16 => "bfloat16",
+            StateDtype::Int8 => "int8",
+        }
+    }
+}
+
+/// How params and state are stored and rounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Precision {
+    pub state: StateDtype,
+    /// 16-bit params keep a float32 master copy in the state.
+    pub master_weights: bool,
+    /// Round params (without master weights) and bfloat16 state stochastically.
+    pub stochastic_rounding: bool,
+    pub seed: u64,
+}
+
+impl Default for Precision {
+    fn default() -> Self {
+        Precision {
+            state: StateDtype::Float32,
+            master_weights: true,
+            stochastic_rounding: false,
+            seed: 0,
+        }
+    }
+}

@@ -17,14 +17,15 @@ mod tests;
 use std::marker::PhantomData;
 
 use crate::error::{Error, Result};
+use crate::kernels::lowp::Storage;
 use crate::kernels::{initial_aux, Algorithm, Aux, MAX_SLOTS};
-use crate::options::Options;
+use crate::options::{Options, Precision, StateDtype};
 
 use arena::Arenas;
 pub use spans::{Span, Spans};
 pub use state::{
-    aux_entries, aux_value, check_shape, count, Buffer, ParamState, StagedState, StateKey, Values,
-    AVERAGED, AVERAGED_STEPS,
+    aux_entries, aux_value, check_shape, count, Buffer, Layout, ParamState, StagedState, StateKey,
+    Values, AVERAGED, AVERAGED_STEPS, MASTER, SCALES_SUFFIX,
 };
 
 /// The dtypes the engine steps.
@@ -32,6 +33,10 @@ pub use state::{
 pub enum Kind {
     F32,
     F64,
+    /// bfloat16 and float16 params compute in float32 (their state lives
+    /// in the float32 arena) and are written back rounded.
+    Bf16,
+    F16,
 }
 
 impl Kind {
@@ -39,6 +44,8 @@ impl Kind {
         match self {
             Kind::F32 => "float32",
             Kind::F64 => "float64",
+            Kind::Bf16 => "bfloat16",
+            Kind::F16 => "float16",
         }
     }
 
@@ -46,7 +53,35 @@ impl Kind {
         match self {
             Kind::F32 => 4,
             Kind::F64 => 8,
+            Kind::Bf16 | Kind::F16 => 2,
         }
+    }
+
+    /// The dtype its arithmetic and state use.
+    pub fn compute(self) -> Kind {
+        match self {
+            Kind::F64 => Kind::F64,
+            _ => Kind::F32,
+        }
+    }
+
+    pub fn is_low_precision(self) -> bool {
+        matches!(self, Kind::Bf16 | Kind::F16)
+    }
+
+    /// How the float32 kernels read and write it (float64 is not one).
+    pub fn storage(self) -> Storage {
+        match self {
+            Kind::Bf16 => Storage::Bf16,
+            Kind::F16 => Storage::F16,
+            _ => Storage::F32,
+        }
+    }
+
+    /// A grad of dtype `grad` may step a param of this dtype: its own
+    /// dtype, or float32 for a 16-bit param.
+    pub fn accepts_grad(self, grad: Kind) -> bool {
+        grad == self || (self.is_low_precision() && grad == Kind::F32)
     }
 }
 
@@ -79,6 +114,8 @@ pub(crate) struct Param {
     pub(crate) frozen: bool,
     /// How many steps have been averaged into the averaged weights.
     pub(crate) averaged: u64,
+    /// The float32 master copy (16-bit params) holds this param's values.
+    pub(crate) master_live: bool,
 }
 
 /// One optimizer's params, state and options.
@@ -91,6 +128,10 @@ pub struct Engine<A> {
     options: Options,
     skipped: u64,
     last_grad_norm: Option<f64>,
+    precision: Precision,
+    /// 16-bit params' own values while their averaged weights are swapped
+    /// in without master weights ([`Engine::swap_averages`]).
+    stash: Option<Vec<u16>>,
     algorithm: PhantomData<fn() -> A>,
 }
 
@@ -110,6 +151,8 @@ impl<A: Algorithm> Engine<A> {
             options: Options::default(),
             skipped: 0,
             last_grad_norm: None,
+            precision: Precision::default(),
+            stash: None,
             algorithm: PhantomData,
         }
     }
@@ -138,6 +181,33 @@ impl<A: Algorithm> Engine<A> {
 
     pub fn configure(&mut self, options: Options) {
         self.options = options;
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Sets how params and state are stored; only before any param is added.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        if !self.params.is_empty() {
+            return Err(Error::Setting(
+                "state_dtype, master_weights and stochastic_rounding are set before params are added"
+                    .into(),
+            ));
+        }
+        if precision.state != StateDtype::Float32 && !A::COMPRESSIBLE {
+            return Err(Error::hyper(
+                "state_dtype",
+                &format!(
+                    "'{}' is not supported by this optimizer (its state holds values that need \
+                     the params' precision); use 'float32'",
+                    precision.state.name()
+                ),
+            ));
+        }
+        self.precision = precision;
+        self.arenas.f32.state = precision.state;
+        Ok(())
     }
 
     /// Steps skipped because their grads were not finite.
@@ -186,6 +256,14 @@ impl<A: Algorithm> Engine<A> {
         let mut staged = Vec::with_capacity(new.len());
         for (k, n) in new.into_iter().enumerate() {
             let len = n.shape.iter().product();
+            if n.kind == Kind::F64 && self.precision.state != StateDtype::Float32 {
+                return Err(Error::Dtype(format!(
+                    "param {}: state_dtype='{}' needs float32, bfloat16 or float16 params, \
+                     this one is float64",
+                    n.label,
+                    self.precision.state.name()
+                )));
+            }
             if len > 0 {
                 ranges.push((n.addr, n.addr + len * n.kind.itemsize(), base + k));
             }
@@ -202,6 +280,7 @@ impl<A: Algorithm> Engine<A> {
                 aux: initial_aux::<A>(),
                 frozen: false,
                 averaged: 0,
+                master_live: false,
             });
         }
         let registered = &self.params;
@@ -214,12 +293,14 @@ impl<A: Algorithm> Engine<A> {
         };
         self.spans.check_new(&mut ranges, label)?;
         for kind in [Kind::F32, Kind::F64] {
-            let extra = staged.iter().filter(|p| p.kind == kind).map(|p| p.len);
-            self.arenas.reserve(kind, extra.sum())?;
+            let extra = staged.iter().filter(|p| p.kind.compute() == kind);
+            // Blocks of 8-bit state start on a block boundary.
+            let padded = extra.map(|p| p.len + crate::kernels::lowp::QBLOCK);
+            self.arenas.reserve(kind, padded.sum())?;
         }
         // Checked; now commit.
         for mut p in staged {
-            p.offset = self.arenas.grow(p.kind, p.len);
+            p.offset = self.arenas.grow(p.kind.compute(), p.len);
             self.params.push(p);
         }
         self.spans.insert(&ranges);
@@ -267,10 +348,11 @@ impl<A: Algorithm> Engine<A> {
         &self,
         i: usize,
         addr: usize,
+        kind: Kind,
         what: impl Fn() -> String,
     ) -> Result<()> {
         let p = &self.params[i];
-        let span = (addr, addr + p.len * p.kind.itemsize());
+        let span = (addr, addr + p.len * kind.itemsize());
         self.spans
             .check_grad(i, span, what, |j| self.params[j].label.clone())
     }

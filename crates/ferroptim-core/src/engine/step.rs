@@ -1,7 +1,11 @@
 //! A step: the global grad norm, then one planned multi-tensor run per dtype.
 
 use crate::error::Result;
+use crate::kernels::lowp::{self, Storage, QBLOCK};
+use crate::kernels::mixed::{self, MixedJob, Rounding, SlotPtr};
 use crate::kernels::{gradtools, multi, Algorithm, Aux, Job, Real, MAX_AUX, MAX_SLOTS};
+use crate::memory;
+use crate::options::StateDtype;
 
 use super::arena::Arena;
 use super::{Engine, Kind, Param};
@@ -42,7 +46,7 @@ impl<A: Algorithm> Engine<A> {
     pub unsafe fn step(
         &mut self,
         hypers: &[A::Hyper],
-        ready: &[Option<usize>],
+        ready: &[Option<(usize, Kind)>],
         grad_scale: f64,
     ) -> Result<bool> {
         // Global norm and finite check, on the grads as the step will see them.
@@ -69,6 +73,7 @@ impl<A: Algorithm> Engine<A> {
 
         // Allocate the state slots this step needs before taking any pointer
         // into them, then build the work lists.
+        let precision = self.precision;
         for (p, grad) in self.params.iter().zip(ready) {
             if grad.is_some() {
                 let used = A::slots_used(&hypers[p.group]);
@@ -78,17 +83,24 @@ impl<A: Algorithm> Engine<A> {
                 if options.averaging.is_some() {
                     self.arenas.ensure_average(p.kind)?;
                 }
+                if p.kind.is_low_precision() && precision.master_weights {
+                    self.arenas.f32.ensure_master()?;
+                }
             }
         }
         let mut jobs32 = Vec::new();
         let mut jobs64 = Vec::new();
+        let mut mixed = Vec::new();
         // Neighbouring tensors usually share group, step and freshness: their
         // scalars (a few powf calls) are computed once.
         let mut memo32 = Memo::<A, f32>::new();
         let mut memo64 = Memo::<A, f64>::new();
         let arenas = &mut self.arenas;
-        for (p, grad) in self.params.iter_mut().zip(ready) {
-            let Some(grad) = *grad else { continue };
+        let packed_state = arenas.f32.state != StateDtype::Float32;
+        for (index, (p, grad)) in self.params.iter_mut().zip(ready).enumerate() {
+            let Some((grad, grad_kind)) = *grad else {
+                continue;
+            };
             let hyper = &hypers[p.group];
             let used = A::slots_used(hyper);
             let fresh = p.live.map(|l| !l);
@@ -99,10 +111,22 @@ impl<A: Algorithm> Engine<A> {
                 p.averaged += 1;
                 w
             });
-            match p.kind {
-                Kind::F32 => {
-                    let (s, aux) = memo32.get(key, hyper);
-                    p.aux = aux;
+            if p.kind == Kind::F64 {
+                let (s, aux) = memo64.get(key, hyper);
+                p.aux = aux;
+                jobs64.push(job::<A, f64>(
+                    &mut arenas.f64,
+                    p,
+                    grad,
+                    used,
+                    s,
+                    transform,
+                    average,
+                ));
+            } else {
+                let (s, aux) = memo32.get(key, hyper);
+                p.aux = aux;
+                if p.kind == Kind::F32 && grad_kind == Kind::F32 && !packed_state {
                     jobs32.push(job::<A, f32>(
                         &mut arenas.f32,
                         p,
@@ -112,19 +136,27 @@ impl<A: Algorithm> Engine<A> {
                         transform,
                         average,
                     ));
-                }
-                Kind::F64 => {
-                    let (s, aux) = memo64.get(key, hyper);
-                    p.aux = aux;
-                    jobs64.push(job::<A, f64>(
-                        &mut arenas.f64,
-                        p,
-                        grad,
-                        used,
-                        s,
-                        transform,
-                        average,
-                    ));
+                } else {
+                    let rounding = Rounding {
+                        stochastic: precision.stochastic_rounding,
+                        seed: precision.seed,
+                        tensor: index as u64,
+                        step: p.step,
+                    };
+                    // SAFETY: as for `job`; the param was checked by the caller.
+                    mixed.push(unsafe {
+                        mixed_job::<A>(
+                            &mut arenas.f32,
+                            p,
+                            (grad, grad_kind),
+                            used,
+                            s,
+                            transform,
+                            average,
+                            precision.master_weights,
+                            rounding,
+                        )
+                    });
                 }
             }
             for (live, u) in p.live.iter_mut().zip(used) {
@@ -137,6 +169,7 @@ impl<A: Algorithm> Engine<A> {
         unsafe {
             multi::run::<A, f32>(&mut jobs32);
             multi::run::<A, f64>(&mut jobs64);
+            mixed::run::<A>(&mut mixed);
         }
         self.last_grad_norm = grad_norm;
         Ok(true)
@@ -147,24 +180,45 @@ impl<A: Algorithm> Engine<A> {
     ///
     /// # Safety
     /// As [`Engine::step`].
-    unsafe fn grad_norm(&self, ready: &[Option<usize>], inf_norm: bool) -> (f64, bool) {
+    unsafe fn grad_norm(&self, ready: &[Option<(usize, Kind)>], inf_norm: bool) -> (f64, bool) {
         let mut t32: Vec<&[f32]> = Vec::new();
         let mut t64: Vec<&[f64]> = Vec::new();
-        for (p, addr) in self.params.iter().zip(ready) {
-            let Some(addr) = *addr else { continue };
+        let mut t16: Vec<(&[u16], Storage)> = Vec::new();
+        for (p, grad) in self.params.iter().zip(ready) {
+            let Some((addr, kind)) = *grad else { continue };
             // SAFETY: upheld by the caller.
             unsafe {
-                match p.kind {
+                match kind {
                     Kind::F32 => t32.push(std::slice::from_raw_parts(addr as *const f32, p.len)),
                     Kind::F64 => t64.push(std::slice::from_raw_parts(addr as *const f64, p.len)),
+                    Kind::Bf16 | Kind::F16 => t16.push((
+                        std::slice::from_raw_parts(addr as *const u16, p.len),
+                        kind.storage(),
+                    )),
                 }
             }
         }
-        let norm = gradtools::global_norm(&t32, &t64, inf_norm);
+        let (norm, finite16) = if t16.is_empty() {
+            (gradtools::global_norm(&t32, &t64, inf_norm), true)
+        } else {
+            let (x, finite16) = half_norm(&t16, inf_norm);
+            let y = gradtools::global_norm(&t32, &t64, inf_norm);
+            let norm = if inf_norm {
+                if x.is_nan() || y.is_nan() {
+                    f64::NAN
+                } else {
+                    x.max(y)
+                }
+            } else {
+                (x * x + y * y).sqrt()
+            };
+            (norm, finite16)
+        };
         // A huge but finite grad can overflow the sum of squares: only then
         // is the slower exact check needed.
-        let finite = norm.is_finite()
-            || (!norm.is_nan() && gradtools::all_finite(&t32) && gradtools::all_finite(&t64));
+        let finite = finite16
+            && (norm.is_finite()
+                || (!norm.is_nan() && gradtools::all_finite(&t32) && gradtools::all_finite(&t64)));
         (norm, finite)
     }
 
@@ -174,7 +228,7 @@ impl<A: Algorithm> Engine<A> {
     /// # Safety
     /// Every param with an average ([`Engine::has_average`]) must be live and
     /// writeable at the address it was added with.
-    pub unsafe fn swap_averages(&mut self) -> usize {
+    pub unsafe fn swap_averages(&mut self) -> Result<usize> {
         let mut swapped = 0;
         for p in self.params.iter() {
             if p.averaged == 0 || p.len == 0 {
@@ -185,11 +239,52 @@ impl<A: Algorithm> Engine<A> {
                 match p.kind {
                     Kind::F32 => swap_with(&mut self.arenas.f32.average, p),
                     Kind::F64 => swap_with(&mut self.arenas.f64.average, p),
+                    // Below.
+                    Kind::Bf16 | Kind::F16 => continue,
                 }
             }
             swapped += 1;
         }
-        swapped
+        // 16-bit params show their float32 averages rounded; swapping back
+        // restores their exact values (from the stash or the master copy),
+        // so the averages never lose precision to a round trip.
+        let low: Vec<&Param> = self
+            .params
+            .iter()
+            .filter(|p| p.averaged > 0 && p.len > 0 && p.kind.is_low_precision())
+            .collect();
+        if low.is_empty() {
+            return Ok(swapped);
+        }
+        let arena = &self.arenas.f32;
+        match self.stash.take() {
+            None => {
+                let total = low.iter().map(|p| p.len).sum();
+                let mut stash: Vec<u16> = memory::try_zeroed(total, "swapped params")?;
+                let mut at = 0;
+                for p in &low {
+                    // SAFETY: upheld by the caller.
+                    let values =
+                        unsafe { std::slice::from_raw_parts_mut(p.addr as *mut u16, p.len) };
+                    stash[at..at + p.len].copy_from_slice(values);
+                    at += p.len;
+                    let mut avg = arena.average[p.offset..p.offset + p.len].to_vec();
+                    lowp::store_half(values, &mut avg, p.kind.storage(), None);
+                }
+                self.stash = Some(stash);
+            }
+            Some(stash) => {
+                let mut at = 0;
+                for p in &low {
+                    // SAFETY: upheld by the caller.
+                    let values =
+                        unsafe { std::slice::from_raw_parts_mut(p.addr as *mut u16, p.len) };
+                    values.copy_from_slice(&stash[at..at + p.len]);
+                    at += p.len;
+                }
+            }
+        }
+        Ok(swapped + low.len())
     }
 }
 
@@ -236,4 +331,111 @@ unsafe fn swap_with<T: Real>(average: &mut [T], p: &Param) {
     // SAFETY: upheld by the caller; the arena never overlaps a param.
     let values = unsafe { std::slice::from_raw_parts_mut(p.addr as *mut T, p.len) };
     values.swap_with_slice(&mut average[p.offset..p.offset + p.len]);
+}
+
+/// One mixed-precision tensor's job (see [`mixed`]); fills the master copy
+/// from the param on its first step.
+///
+/// # Safety
+/// The param must be live and writeable at its address, the grad valid
+/// for `p.len` elements of its kind; as for [`Engine::step`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn mixed_job<A: Algorithm>(
+    arena: &mut Arena<f32>,
+    p: &mut Param,
+    grad: (usize, Kind),
+    used: [bool; MAX_SLOTS],
+    scalars: A::Scalars<f32>,
+    transform: Option<(f64, f64)>,
+    average: Option<f64>,
+    master_weights: bool,
+    rounding: Rounding,
+) -> MixedJob<A::Scalars<f32>> {
+    let range = p.offset..p.offset + p.len;
+    let master = if p.kind.is_low_precision() && master_weights {
+        if !p.master_live {
+            // SAFETY: upheld by the caller.
+            unsafe {
+                lowp::load(
+                    p.addr as *const u8,
+                    p.kind.storage(),
+                    0,
+                    &mut arena.master[range.clone()],
+                )
+            };
+            p.master_live = true;
+        }
+        // SAFETY: `range` lies within the arena.
+        unsafe { arena.master.as_mut_ptr().add(p.offset) }
+    } else {
+        std::ptr::null_mut()
+    };
+    let mut state = [SlotPtr::Unused; MAX_SLOTS];
+    for k in (0..MAX_SLOTS).filter(|&k| used[k]) {
+        debug_assert!(arena.has(k), "slot allocated before planning");
+        // SAFETY: `offset + len` lies within the arena (and its blocks within the scales).
+        state[k] = unsafe {
+            match arena.state {
+                StateDtype::Float32 => SlotPtr::F32(arena.slots[k].as_mut_ptr().add(p.offset)),
+                StateDtype::Bfloat16 => SlotPtr::Bf16(arena.half[k].as_mut_ptr().add(p.offset)),
+                StateDtype::Int8 => SlotPtr::Int8 {
+                    codes: arena.codes[k].as_mut_ptr().add(p.offset),
+                    scales: arena.scales[k].as_mut_ptr().add(p.offset / QBLOCK),
+                    signed: !A::NON_NEGATIVE[k],
+                },
+            }
+        };
+    }
+    let average = average.map(|w| {
+        // SAFETY: the average buffer was sized before planning.
+        (
+            unsafe { arena.average.as_mut_ptr().add(p.offset) },
+            w as f32,
+        )
+    });
+    // SAFETY: see `Engine::step`.
+    unsafe {
+        MixedJob::new(
+            (p.addr as *mut u8, p.kind.storage()),
+            (grad.0 as *const u8, grad.1.storage()),
+            master,
+            state,
+            p.len,
+            scalars,
+            transform.map(|(s, c)| (s as f32, c as f32)),
+            average,
+            rounding,
+        )
+    }
+}
+
+/// The norm (2-norm's square root, or the infinity norm) of 16-bit grads,
+/// read in blocks, and whether all are finite.
+fn half_norm(tensors: &[(&[u16], Storage)], inf_norm: bool) -> (f64, bool) {
+    let mut buf = [0f32; QBLOCK];
+    let (mut sum, mut max, mut finite) = (0f64, 0f64, true);
+    for (t, storage) in tensors {
+        for chunk in t.chunks(QBLOCK) {
+            let out = &mut buf[..chunk.len()];
+            // SAFETY: `chunk` holds `out.len()` elements.
+            unsafe { lowp::load(chunk.as_ptr() as *const u8, *storage, 0, out) };
+            let mut block = 0f32;
+            for &x in out.iter() {
+                finite &= x.is_finite();
+                block += x * x;
+                if inf_norm {
+                    max = max.max(x.abs() as f64);
+                    if x.is_nan() {
+                        max = f64::NAN;
+                    }
+                }
+            }
+            sum += block as f64;
+        }
+    }
+    if inf_norm {
+        (max, finite)
+    } else {
+        (sum.sqrt(), finite)
+    }
 }

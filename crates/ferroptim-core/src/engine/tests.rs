@@ -56,11 +56,12 @@ fn a_step_equals_the_single_tensor_kernel_bitwise() {
     engine.add_params(vec![param("p", &mut p)], 0).unwrap();
     engine.begin_step(1.0, 1).unwrap();
     engine
-        .check_grad_memory(0, grad.as_ptr() as usize, || "grad".into())
+        .check_grad_memory(0, grad.as_ptr() as usize, Kind::F32, || "grad".into())
         .unwrap();
     for step in 1..=3 {
         // SAFETY: `p` and `grad` are live, disjoint and of the registered length.
-        let applied = unsafe { engine.step(&[hyper], &[Some(grad.as_ptr() as usize)], 1.0) };
+        let applied =
+            unsafe { engine.step(&[hyper], &[Some((grad.as_ptr() as usize, Kind::F32))], 1.0) };
         assert!(applied.unwrap());
         let s = Adam::scalars::<f32>(&hyper, step, [step == 1; 3]);
         step_slices::<Adam, f32>(&mut expected, &grad, [&mut m, &mut v, &mut []], &s);
@@ -71,7 +72,7 @@ fn a_step_equals_the_single_tensor_kernel_bitwise() {
     assert_eq!(state[0].slots.len(), 2);
     match state[0].slots[0].1 {
         Values::F32(got) => assert_eq!(got, m.as_slice()),
-        Values::F64(_) => panic!("float32 state"),
+        _ => panic!("float32 state"),
     }
 }
 
@@ -82,7 +83,9 @@ fn a_grad_sharing_memory_with_a_param_is_refused() {
     engine.add_params(vec![param("w", &mut p)], 0).unwrap();
     engine.begin_step(1.0, 1).unwrap();
     let err = engine
-        .check_grad_memory(0, p.as_ptr() as usize + 4, || "grad for param w".into())
+        .check_grad_memory(0, p.as_ptr() as usize + 4, Kind::F32, || {
+            "grad for param w".into()
+        })
         .unwrap_err();
     assert_eq!(
         err,

@@ -36,6 +36,7 @@ pub struct Adadelta;
 
 impl Algorithm for Adadelta {
     const SLOTS: &'static [&'static str] = &["square_avg", "acc_delta"];
+    const NON_NEGATIVE: [bool; MAX_SLOTS] = [true, true, false];
     type Hyper = AdadeltaHyper;
     type Scalars<T: Real> = AdadeltaScalars<T>;
 

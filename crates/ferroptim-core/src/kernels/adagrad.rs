@@ -36,6 +36,7 @@ pub struct Adagrad;
 
 impl Algorithm for Adagrad {
     const SLOTS: &'static [&'static str] = &["sum"];
+    const NON_NEGATIVE: [bool; MAX_SLOTS] = [true, false, false];
     type Hyper = AdagradHyper;
     type Scalars<T: Real> = AdagradScalars<T>;
 

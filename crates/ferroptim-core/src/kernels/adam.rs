@@ -61,6 +61,7 @@ pub struct Adam;
 
 impl Algorithm for Adam {
     const SLOTS: &'static [&'static str] = &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"];
+    const NON_NEGATIVE: [bool; MAX_SLOTS] = [false, true, true];
     type Hyper = AdamHyper;
     type Scalars<T: Real> = AdamScalars<T>;
 

@@ -36,6 +36,7 @@ pub struct Adamax;
 
 impl Algorithm for Adamax {
     const SLOTS: &'static [&'static str] = &["exp_avg", "exp_inf"];
+    const NON_NEGATIVE: [bool; MAX_SLOTS] = [false, true, false];
     type Hyper = AdamaxHyper;
     type Scalars<T: Real> = AdamaxScalars<T>;
 

@@ -107,6 +107,8 @@ impl Asgd {
 
 impl Algorithm for Asgd {
     const SLOTS: &'static [&'static str] = &["ax"];
+    // Not compressible: the averaged params need the params' precision.
+    const COMPRESSIBLE: bool = false;
     const AUX: &'static [(&'static str, f64)] = &[("eta", f64::NAN), ("mu", f64::NAN)];
     type Hyper = AsgdHyper;
     type Scalars<T: Real> = AsgdScalars<T>;

@@ -12,6 +12,8 @@ pub mod adamax;
 pub mod asgd;
 pub mod gradtools;
 pub mod lion;
+pub mod lowp;
+pub mod mixed;
 pub mod multi;
 pub mod nadam;
 pub mod parallel;
@@ -76,6 +78,14 @@ pub trait Algorithm: Sync {
     /// η and μ), at most [`MAX_AUX`]: each one's state-dict name and value
     /// before the first step.
     const AUX: &'static [(&'static str, f64)] = &[];
+
+    /// Slots that never hold a negative value (second moments): 8-bit state
+    /// codes them without a sign and never rounds a positive value to 0.
+    const NON_NEGATIVE: [bool; MAX_SLOTS] = [false; MAX_SLOTS];
+
+    /// Whether the state may be kept as bfloat16 or 8-bit codes. Not where
+    /// a slot is a param-like value that needs the param's precision.
+    const COMPRESSIBLE: bool = true;
 
     /// Reads and checks a param group: the one place each hyperparameter's
     /// range is stated.

@@ -82,6 +82,7 @@ impl Nadam {
 
 impl Algorithm for Nadam {
     const SLOTS: &'static [&'static str] = &["exp_avg", "exp_avg_sq"];
+    const NON_NEGATIVE: [bool; MAX_SLOTS] = [false, true, false];
     const AUX: &'static [(&'static str, f64)] = &[("mu_product", 1.0)];
     type Hyper = NadamHyper;
     type Scalars<T: Real> = NadamScalars<T>;

@@ -85,13 +85,18 @@ pub fn chunk_len(total: usize, threads: usize) -> usize {
 /// do instead of holding up the step. Which thread runs a chunk never changes
 /// the result: chunks are element-wise and disjoint.
 pub fn for_each_range(total: usize, body: impl Fn(usize, usize) + Sync) {
+    for_each_range_aligned(total, 1, body)
+}
+
+/// [`for_each_range`] with every chunk boundary a multiple of `align`.
+pub fn for_each_range_aligned(total: usize, align: usize, body: impl Fn(usize, usize) + Sync) {
     let pool = pool();
     let threads = pool.current_num_threads();
     if total < PARALLEL_MIN_ELEMS || threads == 1 {
         body(0, total);
         return;
     }
-    let chunk = chunk_len(total, threads);
+    let chunk = chunk_len(total, threads).next_multiple_of(align);
     let items = total.div_ceil(chunk);
     let next = AtomicUsize::new(0);
     let work = || loop {

@@ -45,6 +45,7 @@ pub struct Radam;
 
 impl Algorithm for Radam {
     const SLOTS: &'static [&'static str] = &["exp_avg", "exp_avg_sq"];
+    const NON_NEGATIVE: [bool; MAX_SLOTS] = [false, true, false];
     type Hyper = RadamHyper;
     type Scalars<T: Real> = RadamScalars<T>;
 

@@ -15,6 +15,7 @@ pub trait Real:
     + Mul<Output = Self>
     + Div<Output = Self>
     + Neg<Output = Self>
+    + crate::memory::Zeroable
     + 'static
 {
     const ZERO: Self;

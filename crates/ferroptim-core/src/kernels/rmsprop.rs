@@ -57,6 +57,7 @@ pub struct Rmsprop;
 
 impl Algorithm for Rmsprop {
     const SLOTS: &'static [&'static str] = &["square_avg", "momentum_buffer", "grad_avg"];
+    const NON_NEGATIVE: [bool; MAX_SLOTS] = [true, false, false];
     type Hyper = RmspropHyper;
     type Scalars<T: Real> = RmspropScalars<T>;
 

@@ -58,6 +58,8 @@ pub struct Rprop;
 
 impl Algorithm for Rprop {
     const SLOTS: &'static [&'static str] = &["prev", "step_size"];
+    // Not compressible: its step sizes are the update itself.
+    const COMPRESSIBLE: bool = false;
     type Hyper = RpropHyper;
     type Scalars<T: Real> = RpropScalars<T>;
 

@@ -1,0 +1,353 @@
+//! Low-precision storage: bfloat16 and float16 params and grads, and
+//! optimizer state kept as bfloat16 or as 8-bit block-scaled codes.
+//!
+//! Every update rule computes in float32; these functions only move values
+//! between storage and float32, so a rule is written once.
+//!
+//! **Rounding.** Round-to-nearest-even (`half`'s conversions), or
+//! stochastic: a value between two representable neighbours goes to the
+//! upper one with probability equal to its distance from the lower one, so
+//! the rounding is unbiased and small updates are not lost. The random bits
+//! come from a counter-based hash of (seed, tensor, step, stream, element),
+//! never from thread state: the same seed gives the same bits on any number
+//! of threads, and a resumed run continues the same bits.
+//!
+//! **8-bit state** (`state_dtype="int8"`). Each tensor's state slot is cut
+//! into blocks of [`QBLOCK`] elements; a block keeps its absolute maximum as
+//! a float32 scale and one byte per element, an 8-bit float of `x / absmax`
+//! (as in the FP8 and microscaling formats, with a per-block scale):
+//! - signed slots (first moments): a sign bit, 4 exponent and 3 mantissa
+//!   bits, covering `2⁻¹⁵ … 1`; smaller magnitudes become 0;
+//! - non-negative slots (second moments): 4 exponent and 4 mantissa bits,
+//!   covering `2⁻¹⁵ … 1`, and **no positive value is ever coded as 0**: it
+//!   becomes at least the smallest code. A second moment rounded to zero
+//!   while the first moment survives would make the step `m / ε` (sparse
+//!   inputs do this), which the 4-bit optimizer-state work warns about.
+//!
+//! Codes are always rounded stochastically: with 3 or 4 mantissa bits, a
+//! moving average whose per-step change (`1 − β₂ = 0.1%`) is below half a
+//! code would otherwise never move, and round-to-nearest would bias it.
+
+/// Elements per quantization block (one float32 scale each).
+pub const QBLOCK: usize = 256;
+
+/// How a tensor's elements are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    F32,
+    Bf16,
+    F16,
+}
+
+#[inline(always)]
+pub fn bf16_to_f32(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+#[inline(always)]
+pub fn f32_to_bf16(x: f32) -> u16 {
+    half::bf16::from_f32(x).to_bits()
+}
+
+#[inline(always)]
+pub fn f16_to_f32(b: u16) -> f32 {
+    half::f16::from_bits(b).to_f32()
+}
+
+#[inline(always)]
+pub fn f32_to_f16(x: f32) -> u16 {
+    half::f16::from_f32(x).to_bits()
+}
+
+/// A 32-bit integer hash with good avalanche (Wellons' "lowbias32"): cheap
+/// and vectorizable (32-bit multiplies only).
+#[inline(always)]
+fn mix32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x
+}
+
+/// splitmix64's finalizer, for the per-stream key (computed once per tensor).
+fn mix64(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The key of one random stream: a tensor's param (`stream` 0) or one of
+/// its state slots (`stream` 1 + slot) at step `step`.
+pub fn stream_key(seed: u64, tensor: u64, step: u64, stream: u64) -> u32 {
+    let x = mix64(seed ^ mix64(tensor.wrapping_mul(4).wrapping_add(stream) ^ mix64(step)));
+    (x ^ (x >> 32)) as u32
+}
+
+/// 32 random bits for element `index` of the stream `key`.
+#[inline(always)]
+pub fn random(key: u32, index: usize) -> u32 {
+    mix32(mix32(key ^ index as u32) ^ (index >> 32) as u32)
+}
+
+/// bfloat16 by stochastic rounding: add 16 random bits below the kept ones
+/// and truncate (the magnitude rounds up with probability equal to the
+/// dropped fraction). Infinities and NaN round to nearest; a value within
+/// one bfloat16 step of the largest finite may round up to infinity.
+#[inline(always)]
+pub fn f32_to_bf16_stochastic(x: f32, r: u32) -> u16 {
+    let bits = x.to_bits();
+    if bits & 0x7f80_0000 == 0x7f80_0000 {
+        return f32_to_bf16(x);
+    }
+    (bits.wrapping_add(r & 0xffff) >> 16) as u16
+}
+
+/// float16 by stochastic rounding, between the two float16 neighbours of
+/// `x` (float16 has its own exponent range, so bits cannot be truncated).
+#[inline(always)]
+pub fn f32_to_f16_stochastic(x: f32, r: u32) -> u16 {
+    let near = f32_to_f16(x);
+    let nf = f16_to_f32(near);
+    if nf == x || !nf.is_finite() || x.is_nan() {
+        return near;
+    }
+    // Toward zero, then one step away from zero (float16 is sign-magnitude).
+    let down = if nf.abs() > x.abs() { near - 1 } else { near };
+    let up = down + 1;
+    let (lo, hi) = (f16_to_f32(down).abs(), f16_to_f32(up).abs());
+    let fraction = (x.abs() - lo) / (hi - lo);
+    let u = (r & 0xffff) as f32 * (1.0 / 65536.0);
+    if u < fraction {
+        up
+    } else {
+        down
+    }
+}
+
+/// Reads `len` stored elements starting at element `at` into `out`.
+///
+/// # Safety
+/// `ptr` must point to at least `at + out.len()` elements of `storage`.
+#[inline(always)]
+pub unsafe fn load(ptr: *const u8, storage: Storage, at: usize, out: &mut [f32]) {
+    let n = out.len();
+    // SAFETY: upheld by the caller.
+    unsafe {
+        match storage {
+            Storage::F32 => {
+                out.copy_from_slice(std::slice::from_raw_parts((ptr as *const f32).add(at), n))
+            }
+            Storage::Bf16 => {
+                let src = std::slice::from_raw_parts((ptr as *const u16).add(at), n);
+                for (o, &b) in out.iter_mut().zip(src) {
+                    *o = bf16_to_f32(b);
+                }
+            }
+            Storage::F16 => {
+                let src = std::slice::from_raw_parts((ptr as *const u16).add(at), n);
+                for (o, &b) in out.iter_mut().zip(src) {
+                    *o = f16_to_f32(b);
+                }
+            }
+        }
+    }
+}
+
+/// Writes `values` as 16-bit floats into `out`, rounding to nearest even, or
+/// stochastically from stream `key` (element `base + i` for `values[i]`).
+/// `values` is overwritten with what was stored, read back as float32.
+pub fn store_half(out: &mut [u16], values: &mut [f32], half: Storage, key: Option<(u32, usize)>) {
+    match (half, key) {
+        (Storage::Bf16, None) => {
+            for (o, v) in out.iter_mut().zip(values) {
+                *o = f32_to_bf16(*v);
+                *v = bf16_to_f32(*o);
+            }
+        }
+        (Storage::Bf16, Some((key, base))) => {
+            for (i, (o, v)) in out.iter_mut().zip(values).enumerate() {
+                *o = f32_to_bf16_stochastic(*v, random(key, base + i));
+                *v = bf16_to_f32(*o);
+            }
+        }
+        (Storage::F16, None) => {
+            for (o, v) in out.iter_mut().zip(values) {
+                *o = f32_to_f16(*v);
+                *v = f16_to_f32(*o);
+            }
+        }
+        (Storage::F16, Some((key, base))) => {
+            for (i, (o, v)) in out.iter_mut().zip(values).enumerate() {
+                *o = f32_to_f16_stochastic(*v, random(key, base + i));
+                *v = f16_to_f32(*o);
+            }
+        }
+        (Storage::F32, _) => unreachable!("float32 is stored directly"),
+    }
+}
+
+// The 8-bit codes are the high bits of the float32 of `x / absmax`: an
+// exponent offset moves `1.0` to the top code, so encoding is an add, a
+// shift and a subtract, and decoding a shift and an add.
+/// Signed: magnitude code = (f32 bits >> 20) − 896, so 1.0 → 120, 2⁻¹⁵ → 0.
+const SIGNED_OFFSET: u32 = 112 << 3;
+/// Non-negative: code = (f32 bits >> 19) − 1792, so 1.0 → 240, 2⁻¹⁵ → 0.
+const UNSIGNED_OFFSET: u32 = 112 << 4;
+
+/// The value of one code, relative to its block's absmax.
+#[inline(always)]
+pub fn decode(code: u8, signed: bool) -> f32 {
+    if signed {
+        let magnitude = (code & 0x7f) as u32;
+        if magnitude == 0 {
+            return 0.0;
+        }
+        let bits = ((magnitude + SIGNED_OFFSET) << 20) | ((code as u32 & 0x80) << 24);
+        f32::from_bits(bits)
+    } else {
+        if code == 0 {
+            return 0.0;
+        }
+        f32::from_bits((code as u32 + UNSIGNED_OFFSET) << 19)
+    }
+}
+
+/// The code of `y = x / absmax` (|y| <= 1), rounded stochastically with the
+/// random bits `r`.
+#[inline(always)]
+pub fn encode(y: f32, signed: bool, r: u32) -> u8 {
+    let bits = y.to_bits();
+    let magnitude = bits & 0x7fff_ffff;
+    if signed {
+        let rounded = magnitude.wrapping_add(r & 0x000f_ffff) >> 20;
+        let code = rounded.saturating_sub(SIGNED_OFFSET).min(120);
+        // Below the range: zero (the sign of a zero code is dropped).
+        if code == 0 {
+            0
+        } else {
+            (code | ((bits >> 24) & 0x80)) as u8
+        }
+    } else {
+        let rounded = magnitude.wrapping_add(r & 0x0007_ffff) >> 19;
+        let code = rounded.saturating_sub(UNSIGNED_OFFSET).min(240);
+        // A positive value never becomes 0 (see the module doc).
+        if code == 0 && y > 0.0 {
+            1
+        } else {
+            code as u8
+        }
+    }
+}
+
+/// Decodes one block.
+pub fn dequantize(codes: &[u8], scale: f32, signed: bool, out: &mut [f32]) {
+    for (o, &c) in out.iter_mut().zip(codes) {
+        *o = decode(c, signed) * scale;
+    }
+}
+
+/// Encodes one block (at most [`QBLOCK`] values) with stream `key` from
+/// element `base`, returns its scale, and overwrites `values` with what the
+/// codes now hold. Non-finite values are refused by the caller's checks;
+/// here they saturate (NaN becomes a NaN scale, which the next step shows).
+pub fn quantize(values: &mut [f32], codes: &mut [u8], signed: bool, key: u32, base: usize) -> f32 {
+    let mut absmax = 0.0f32;
+    for &v in values.iter() {
+        absmax = absmax.max(v.abs());
+    }
+    if values.iter().any(|v| v.is_nan()) {
+        absmax = f32::NAN;
+    }
+    if absmax == 0.0 || !absmax.is_finite() {
+        codes.fill(0);
+        values.fill(if absmax == 0.0 { 0.0 } else { f32::NAN });
+        return absmax;
+    }
+    let inverse = 1.0 / absmax;
+    for (i, (c, v)) in codes.iter_mut().zip(values.iter_mut()).enumerate() {
+        // `v · (1/absmax)` can land a hair above 1: the codes saturate.
+        *c = encode(*v * inverse, signed, random(key, base + i));
+        *v = decode(*c, signed) * absmax;
+    }
+    absmax
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_decode_in_order_and_one_is_exact() {
+        for signed in [true, false] {
+            let top = if signed { 120 } else { 240 };
+            assert_eq!(decode(top, signed), 1.0);
+            assert_eq!(encode(1.0, signed, 0), top);
+            let mut last = 0.0;
+            for c in 1..=top {
+                let v = decode(c, signed);
+                assert!(v > last, "code {c}");
+                // Round trip without noise.
+                assert_eq!(encode(v, signed, 0), c);
+                last = v;
+            }
+        }
+        assert_eq!(decode(120 | 0x80, true), -1.0);
+    }
+
+    #[test]
+    fn a_tiny_positive_second_moment_is_never_zero() {
+        assert_eq!(encode(1e-30, false, 0), 1);
+        assert_eq!(encode(0.0, false, 0), 0);
+        assert_eq!(encode(1e-30, true, 0), 0);
+    }
+
+    #[test]
+    fn stochastic_codes_are_unbiased() {
+        let y = 0.3f32;
+        for signed in [true, false] {
+            let n = 200_000;
+            let mean: f64 = (0..n)
+                .map(|i| decode(encode(y, signed, random(7, i)), signed) as f64)
+                .sum::<f64>()
+                / n as f64;
+            assert!((mean - y as f64).abs() < 2e-4, "{signed}: {mean}");
+        }
+    }
+
+    #[test]
+    fn stochastic_halves_are_unbiased_and_bracket_the_value() {
+        let x = 1.0f32 + 1.0 / 1000.0;
+        for half in [Storage::Bf16, Storage::F16] {
+            let n = 200_000;
+            let mut sum = 0.0f64;
+            for i in 0..n {
+                let mut v = [x];
+                let mut out = [0u16];
+                store_half(&mut out, &mut v, half, Some((3, i)));
+                sum += v[0] as f64;
+            }
+            let mean = sum / n as f64;
+            assert!((mean - x as f64).abs() < 2e-5, "{half:?}: {mean}");
+        }
+        // Negative numbers and exact values.
+        let mut v = [-2.5f32, 0.0, -0.0];
+        let mut out = [0u16; 3];
+        store_half(&mut out, &mut v, Storage::F16, Some((1, 0)));
+        assert_eq!(v, [-2.5, 0.0, -0.0]);
+    }
+
+    #[test]
+    fn nearest_matches_half() {
+        for x in [1.0f32 + 3e-3, -7.77, 1e-6, 65504.0, 1e30] {
+            let mut v = [x];
+            let mut out = [0u16];
+            store_half(&mut out, &mut v, Storage::Bf16, None);
+            assert_eq!(v[0], half::bf16::from_f32(x).to_f32());
+            let mut v = [x];
+            store_half(&mut out, &mut v, Storage::F16, None);
+            assert_eq!(v[0], half::f16::from_f32(x).to_f32());
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! One pass over tensors whose params, grads or state are not all float32:
+//! bfloat16/float16 params (with or without float32 master weights) and
+//! state kept as bfloat16 or 8-bit codes ([`super::lowp`]).
+//!
+//! Each chunk is walked in blocks of [`QBLOCK`] elements: the block's grads,
+//! params and state are widened to float32 in L1-sized buffers, the rule's
+//! own float32 `update` runs on them, and the results are narrowed back, so
+//! memory is still read and written once and every rule is written once.
+//! With master weights the rule updates the master copy in place, and the
+//! param is its rounding: the same numbers as a float32 run, rounded.
+
+use std::ptr;
+
+use super::lowp::{self, Storage, QBLOCK};
+use super::{parallel, Algorithm, MAX_SLOTS};
+
+/// Where one state slot of a tensor lives.
+#[derive(Clone, Copy)]
+pub enum SlotPtr {
+    Unused,
+    F32(*mut f32),
+    Bf16(*mut u16),
+    /// Codes (one per element) and scales (one per [`QBLOCK`] elements).
+    Int8 {
+        codes: *mut u8,
+        scales: *mut f32,
+        signed: bool,
+    },
+}
+
+/// How results are rounded into 16-bit storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rounding {
+    /// Params (without master weights) and bfloat16 state: stochastic when
+    /// set, else round-to-nearest-even. 8-bit codes are always stochastic.
+    pub stochastic: bool,
+    pub seed: u64,
+    /// This tensor's index, for its random streams.
+    pub tensor: u64,
+    /// The tensor's step count, the position in its random streams.
+    pub step: u64,
+}
+
+/// One tensor's share of a mixed-precision step, as raw parts.
+pub struct MixedJob<S> {
+    pub param: *mut u8,
+    pub param_storage: Storage,
+    pub grad: *const u8,
+    pub grad_storage: Storage,
+    /// Float32 master weights, or null.
+    pub master: *mut f32,
+    pub state: [SlotPtr; MAX_SLOTS],
+    pub len: usize,
+    pub scalars: S,
+    /// Grads are read as `clamp(g·scale, −clip, clip)` when set.
+    pub grad_transform: Option<(f32, f32)>,
+    /// Averaged weights (float32), or null.
+    pub average: *mut f32,
+    pub average_weight: f32,
+    pub rounding: Rounding,
+    start: usize,
+}
+
+// SAFETY: as for `multi::Job`: jobs travel to the pool's threads only for
+// the duration of `run`, and the chunks they hand out are disjoint.
+unsafe impl<S: Send> Send for MixedJob<S> {}
+unsafe impl<S: Sync> Sync for MixedJob<S> {}
+
+impl<S: Copy> MixedJob<S> {
+    /// # Safety
+    /// Every non-null pointer must be valid for `len` elements of its
+    /// storage (scales: `len.div_ceil(QBLOCK)`) until [`run`] returns, and
+    /// no written buffer may overlap any other buffer of the run.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn new(
+        param: (*mut u8, Storage),
+        grad: (*const u8, Storage),
+        master: *mut f32,
+        state: [SlotPtr; MAX_SLOTS],
+        len: usize,
+        scalars: S,
+        grad_transform: Option<(f32, f32)>,
+        average: Option<(*mut f32, f32)>,
+        rounding: Rounding,
+    ) -> Self {
+        let (average, average_weight) = average.unwrap_or((ptr::null_mut(), 0.0));
+        MixedJob {
+            param: param.0,
+            param_storage: param.1,
+            grad: grad.0,
+            grad_storage: grad.1,
+            master,
+            state,
+            len,
+            scalars,
+            grad_transform,
+            average,
+            average_weight,
+            rounding,
+            start: 0,
+        }
+    }
+
+    /// Updates elements `[lo, hi)`; `lo` is a multiple of [`QBLOCK`].
+    ///
+    /// # Safety
+    /// As for [`MixedJob::new`], and no other thread touches `[lo, hi)`.
+    unsafe fn apply<A: Algorithm<Scalars<f32> = S>>(&self, lo: usize, hi: usize) {
+        debug_assert_eq!(lo % QBLOCK, 0);
+        let r = self.rounding;
+        let key = |stream: u64| lowp::stream_key(r.seed, r.tensor, r.step, stream);
+        let param_key = r.stochastic.then(|| key(0));
+        let mut grad = [0f32; QBLOCK];
+        let mut param = [0f32; QBLOCK];
+        let mut rounded = [0f32; QBLOCK];
+        let mut slots = [[0f32; QBLOCK]; MAX_SLOTS];
+        let mut a = lo;
+        while a < hi {
+            let b = (a + QBLOCK).min(hi);
+            let n = b - a;
+            // SAFETY: `[a, b)` lies within `[lo, hi)`, which the caller owns.
+            unsafe {
+                let g = &mut grad[..n];
+                lowp::load(self.grad, self.grad_storage, a, g);
+                if let Some((scale, clip)) = self.grad_transform {
+                    for x in g.iter_mut() {
+                        *x = (*x * scale).clamp(-clip, clip);
+                    }
+                }
+                let p: &mut [f32] = if !self.master.is_null() {
+                    std::slice::from_raw_parts_mut(self.master.add(a), n)
+                } else if self.param_storage == Storage::F32 {
+                    std::slice::from_raw_parts_mut((self.param as *mut f32).add(a), n)
+                } else {
+                    lowp::load(self.param, self.param_storage, a, &mut param[..n]);
+                    &mut param[..n]
+                };
+                let [s0, s1, s2] = &mut slots;
+                let mut views: [&mut [f32]; MAX_SLOTS] = [&mut [], &mut [], &mut []];
+                for (k, (view, buf)) in views.iter_mut().zip([s0, s1, s2]).enumerate() {
+                    *view = match self.state[k] {
+                        SlotPtr::Unused => &mut [],
+                        SlotPtr::F32(s) => std::slice::from_raw_parts_mut(s.add(a), n),
+                        SlotPtr::Bf16(s) => {
+                            lowp::load(s as *const u8, Storage::Bf16, a, &mut buf[..n]);
+                            &mut buf[..n]
+                        }
+                        SlotPtr::Int8 {
+                            codes,
+                            scales,
+                            signed,
+                        } => {
+                            let codes = std::slice::from_raw_parts(codes.add(a), n);
+                            lowp::dequantize(codes, *scales.add(a / QBLOCK), signed, &mut buf[..n]);
+                            &mut buf[..n]
+                        }
+                    };
+                }
+                let [v0, v1, v2] = views;
+                A::update(p, g, [&mut *v0, &mut *v1, &mut *v2], &self.scalars);
+                // Narrow the state back.
+                for (k, view) in [v0, v1, v2].into_iter().enumerate() {
+                    match self.state[k] {
+                        SlotPtr::Unused | SlotPtr::F32(_) => {}
+                        SlotPtr::Bf16(s) => {
+                            let out = std::slice::from_raw_parts_mut(s.add(a), n);
+                            let sr = r.stochastic.then(|| (key(1 + k as u64), a));
+                            lowp::store_half(out, view, Storage::Bf16, sr);
+                        }
+                        SlotPtr::Int8 {
+                            codes,
+                            scales,
+                            signed,
+                        } => {
+                            let codes = std::slice::from_raw_parts_mut(codes.add(a), n);
+                            *scales.add(a / QBLOCK) =
+                                lowp::quantize(view, codes, signed, key(1 + k as u64), a);
+                        }
+                    }
+                }
+                // The param: the master's (or the update's) rounding.
+                if self.param_storage != Storage::F32 {
+                    let out = std::slice::from_raw_parts_mut((self.param as *mut u16).add(a), n);
+                    if self.master.is_null() {
+                        lowp::store_half(out, p, self.param_storage, param_key.map(|k| (k, a)));
+                    } else {
+                        // The master keeps its value: round a copy.
+                        let copy = &mut rounded[..n];
+                        copy.copy_from_slice(p);
+                        lowp::store_half(out, copy, self.param_storage, None);
+                    }
+                }
+                if !self.average.is_null() {
+                    let avg = std::slice::from_raw_parts_mut(self.average.add(a), n);
+                    let w = self.average_weight;
+                    for (x, &v) in avg.iter_mut().zip(p.iter()) {
+                        *x = *x + w * (v - *x);
+                    }
+                }
+            }
+            a = b;
+        }
+    }
+}
+
+/// Runs one step of `A` over all `jobs`. Chunks are cut at multiples of
+/// [`QBLOCK`] of each tensor, so a quantization block is never split
+/// between threads.
+///
+/// # Safety
+/// Every job must satisfy the contract of [`MixedJob::new`].
+pub unsafe fn run<A: Algorithm>(jobs: &mut [MixedJob<A::Scalars<f32>>]) {
+    // Lay the tensors end to end, each starting on a block boundary.
+    let mut total = 0usize;
+    for job in jobs.iter_mut() {
+        job.start = total;
+        total += job.len.next_multiple_of(QBLOCK);
+    }
+    let jobs = &*jobs;
+    parallel::for_each_range_aligned(total, QBLOCK, |lo, hi| {
+        let mut k = jobs.partition_point(|j| j.start + j.len <= lo);
+        let mut pos = lo;
+        while pos < hi && k < jobs.len() {
+            let job = &jobs[k];
+            let a = pos.max(job.start) - job.start;
+            let b = (hi - job.start).min(job.len);
+            if b > a {
+                // SAFETY: chunks are disjoint and block-aligned.
+                unsafe { job.apply::<A>(a, b) };
+            }
+            k += 1;
+            pos = jobs.get(k).map_or(hi, |j| j.start);
+        }
+    });
+}
