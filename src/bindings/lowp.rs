@@ -44,6 +44,7 @@ pub fn quantize_blockwise<'py>(
         .into());
     }
     let key = lowp::stream_key(seed, u64::MAX, 0, 0);
+    let mut random = [0u32; QBLOCK];
     let mut codes = vec![0u8; values.len()];
     let mut scales = Vec::with_capacity(values.len().div_ceil(QBLOCK));
     let mut buf = [0f32; QBLOCK];
@@ -54,7 +55,8 @@ pub fn quantize_blockwise<'py>(
     {
         let v = &mut buf[..chunk.len()];
         v.copy_from_slice(chunk);
-        scales.push(lowp::quantize(v, out, signed, key, b * QBLOCK));
+        lowp::randoms(key, b * QBLOCK, &mut random[..chunk.len()]);
+        scales.push(lowp::quantize(v, out, signed, &random[..chunk.len()], 0));
     }
     Ok((
         PyArray1::from_vec(py, codes),

@@ -85,10 +85,43 @@ pub fn stream_key(seed: u64, tensor: u64, step: u64, stream: u64) -> u32 {
     (x ^ (x >> 32)) as u32
 }
 
-/// 32 random bits for element `index` of the stream `key`.
+/// 32 random bits for element `index` of the stream `key`: the hash of a
+/// Weyl sequence (one multiply-xorshift round per element, vectorized).
 #[inline(always)]
 pub fn random(key: u32, index: usize) -> u32 {
-    mix32(mix32(key ^ index as u32) ^ (index >> 32) as u32)
+    random_in(block_key(key, index), 0)
+}
+
+/// The key of the elements from `base` on (up to the next multiple of 2³²),
+/// so a block's loop does 32-bit arithmetic only: `random_in(block_key(key,
+/// base), i) == random(key, base + i)`.
+#[inline(always)]
+pub fn block_key(key: u32, base: usize) -> u32 {
+    key.wrapping_add((base as u32).wrapping_mul(WEYL)) ^ (base >> 32) as u32
+}
+
+#[inline(always)]
+pub fn random_in(block_key: u32, i: u32) -> u32 {
+    mix32(block_key.wrapping_add(i.wrapping_mul(WEYL)))
+}
+
+const WEYL: u32 = 0x9e37_79b9;
+
+/// Fills `out` with the random bits of elements `base..base + out.len()` of
+/// stream `key`. One draw serves a param and all its state slots: each
+/// reads it rotated by its own amount ([`rotation`]).
+#[inline(always)]
+pub fn randoms(key: u32, base: usize, out: &mut [u32]) {
+    let key = block_key(key, base);
+    for (i, r) in out.iter_mut().enumerate() {
+        *r = random_in(key, i as u32);
+    }
+}
+
+/// How far stream `stream` (0: the param, 1 + k: state slot k) rotates the
+/// shared random bits, so each reads a different window of them.
+pub fn rotation(stream: usize) -> u32 {
+    (stream as u32 * 11) % 32
 }
 
 /// bfloat16 by stochastic rounding: add 16 random bits below the kept ones
@@ -126,7 +159,7 @@ pub fn f32_to_f16_stochastic(x: f32, r: u32) -> u16 {
     }
 }
 
-/// Reads `len` stored elements starting at element `at` into `out`.
+/// Reads `out.len()` stored elements starting at element `at` into `out`.
 ///
 /// # Safety
 /// `ptr` must point to at least `at + out.len()` elements of `storage`.
@@ -156,19 +189,25 @@ pub unsafe fn load(ptr: *const u8, storage: Storage, at: usize, out: &mut [f32])
 }
 
 /// Writes `values` as 16-bit floats into `out`, rounding to nearest even, or
-/// stochastically from stream `key` (element `base + i` for `values[i]`).
+/// stochastically with `random[i]` (rotated) for `values[i]`.
 /// `values` is overwritten with what was stored, read back as float32.
-pub fn store_half(out: &mut [u16], values: &mut [f32], half: Storage, key: Option<(u32, usize)>) {
-    match (half, key) {
+#[inline(always)]
+pub fn store_half(
+    out: &mut [u16],
+    values: &mut [f32],
+    half: Storage,
+    random: Option<(&[u32], u32)>,
+) {
+    match (half, random) {
         (Storage::Bf16, None) => {
             for (o, v) in out.iter_mut().zip(values) {
                 *o = f32_to_bf16(*v);
                 *v = bf16_to_f32(*o);
             }
         }
-        (Storage::Bf16, Some((key, base))) => {
-            for (i, (o, v)) in out.iter_mut().zip(values).enumerate() {
-                *o = f32_to_bf16_stochastic(*v, random(key, base + i));
+        (Storage::Bf16, Some((random, rotate))) => {
+            for ((o, v), r) in out.iter_mut().zip(values).zip(random) {
+                *o = f32_to_bf16_stochastic(*v, r.rotate_left(rotate));
                 *v = bf16_to_f32(*o);
             }
         }
@@ -178,9 +217,9 @@ pub fn store_half(out: &mut [u16], values: &mut [f32], half: Storage, key: Optio
                 *v = f16_to_f32(*o);
             }
         }
-        (Storage::F16, Some((key, base))) => {
-            for (i, (o, v)) in out.iter_mut().zip(values).enumerate() {
-                *o = f32_to_f16_stochastic(*v, random(key, base + i));
+        (Storage::F16, Some((random, rotate))) => {
+            for ((o, v), r) in out.iter_mut().zip(values).zip(random) {
+                *o = f32_to_f16_stochastic(*v, r.rotate_left(rotate));
                 *v = f16_to_f32(*o);
             }
         }
@@ -199,19 +238,22 @@ const UNSIGNED_OFFSET: u32 = 112 << 4;
 /// The value of one code, relative to its block's absmax.
 #[inline(always)]
 pub fn decode(code: u8, signed: bool) -> f32 {
-    if signed {
-        let magnitude = (code & 0x7f) as u32;
+    let code = code as u32;
+    // Branch-free (selects), so the block loops vectorize.
+    let bits = if signed {
+        let magnitude = code & 0x7f;
+        let bits = ((magnitude + SIGNED_OFFSET) << 20) | ((code & 0x80) << 24);
         if magnitude == 0 {
-            return 0.0;
+            0
+        } else {
+            bits
         }
-        let bits = ((magnitude + SIGNED_OFFSET) << 20) | ((code as u32 & 0x80) << 24);
-        f32::from_bits(bits)
+    } else if code == 0 {
+        0
     } else {
-        if code == 0 {
-            return 0.0;
-        }
-        f32::from_bits((code as u32 + UNSIGNED_OFFSET) << 19)
-    }
+        (code + UNSIGNED_OFFSET) << 19
+    };
+    f32::from_bits(bits)
 }
 
 /// The code of `y = x / absmax` (|y| <= 1), rounded stochastically with the
@@ -221,55 +263,56 @@ pub fn encode(y: f32, signed: bool, r: u32) -> u8 {
     let bits = y.to_bits();
     let magnitude = bits & 0x7fff_ffff;
     if signed {
-        let rounded = magnitude.wrapping_add(r & 0x000f_ffff) >> 20;
-        let code = rounded.saturating_sub(SIGNED_OFFSET).min(120);
-        // Below the range: zero (the sign of a zero code is dropped).
-        if code == 0 {
-            0
-        } else {
-            (code | ((bits >> 24) & 0x80)) as u8
-        }
+        let rounded = (magnitude + (r & 0x000f_ffff)) >> 20;
+        let code = rounded.max(SIGNED_OFFSET).min(SIGNED_OFFSET + 120) - SIGNED_OFFSET;
+        // Below the range: zero (a zero code carries no sign).
+        let sign = (bits >> 24) & 0x80;
+        (code | if code == 0 { 0 } else { sign }) as u8
     } else {
-        let rounded = magnitude.wrapping_add(r & 0x0007_ffff) >> 19;
-        let code = rounded.saturating_sub(UNSIGNED_OFFSET).min(240);
+        let rounded = (magnitude + (r & 0x0007_ffff)) >> 19;
+        let code = rounded.max(UNSIGNED_OFFSET).min(UNSIGNED_OFFSET + 240) - UNSIGNED_OFFSET;
         // A positive value never becomes 0 (see the module doc).
-        if code == 0 && y > 0.0 {
-            1
-        } else {
-            code as u8
-        }
+        let floor = (y > 0.0) as u32;
+        code.max(floor) as u8
     }
 }
 
 /// Decodes one block.
+#[inline(always)]
 pub fn dequantize(codes: &[u8], scale: f32, signed: bool, out: &mut [f32]) {
     for (o, &c) in out.iter_mut().zip(codes) {
         *o = decode(c, signed) * scale;
     }
 }
 
-/// Encodes one block (at most [`QBLOCK`] values) with stream `key` from
-/// element `base`, returns its scale, and overwrites `values` with what the
-/// codes now hold. Non-finite values are refused by the caller's checks;
-/// here they saturate (NaN becomes a NaN scale, which the next step shows).
-pub fn quantize(values: &mut [f32], codes: &mut [u8], signed: bool, key: u32, base: usize) -> f32 {
-    let mut absmax = 0.0f32;
-    for &v in values.iter() {
-        absmax = absmax.max(v.abs());
+/// Encodes one block (at most [`QBLOCK`] values) rounding with `random[i]`
+/// (rotated) for `values[i]`, and returns its scale (its largest magnitude). A block
+/// holding NaN or infinity gets that as its scale and zero codes, so the
+/// next step reads NaN there rather than a silently finite value.
+#[inline(always)]
+pub fn quantize(
+    values: &[f32],
+    codes: &mut [u8],
+    signed: bool,
+    random: &[u32],
+    rotate: u32,
+) -> f32 {
+    // The largest magnitude by its bits: for floats that are not NaN the
+    // integer order is the numeric order, and an integer max vectorizes.
+    let mut top = 0u32;
+    for &v in values {
+        top = top.max(v.to_bits() & 0x7fff_ffff);
     }
-    if values.iter().any(|v| v.is_nan()) {
-        absmax = f32::NAN;
-    }
-    if absmax == 0.0 || !absmax.is_finite() {
+    let absmax = f32::from_bits(top);
+    if top == 0 || top >= 0x7f80_0000 {
         codes.fill(0);
-        values.fill(if absmax == 0.0 { 0.0 } else { f32::NAN });
+        // NaN or infinity (a NaN's bits are above infinity's), or all zeros.
         return absmax;
     }
     let inverse = 1.0 / absmax;
-    for (i, (c, v)) in codes.iter_mut().zip(values.iter_mut()).enumerate() {
+    for ((c, &v), r) in codes.iter_mut().zip(values).zip(random) {
         // `v · (1/absmax)` can land a hair above 1: the codes saturate.
-        *c = encode(*v * inverse, signed, random(key, base + i));
-        *v = decode(*c, signed) * absmax;
+        *c = encode(v * inverse, signed, r.rotate_left(rotate));
     }
     absmax
 }
@@ -325,7 +368,7 @@ mod tests {
             for i in 0..n {
                 let mut v = [x];
                 let mut out = [0u16];
-                store_half(&mut out, &mut v, half, Some((3, i)));
+                store_half(&mut out, &mut v, half, Some((&[random(3, i)], 0)));
                 sum += v[0] as f64;
             }
             let mean = sum / n as f64;
@@ -334,7 +377,7 @@ mod tests {
         // Negative numbers and exact values.
         let mut v = [-2.5f32, 0.0, -0.0];
         let mut out = [0u16; 3];
-        store_half(&mut out, &mut v, Storage::F16, Some((1, 0)));
+        store_half(&mut out, &mut v, Storage::F16, Some((&[7, 8, 9], 5)));
         assert_eq!(v, [-2.5, 0.0, -0.0]);
     }
 

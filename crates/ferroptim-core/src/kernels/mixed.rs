@@ -12,7 +12,7 @@
 use std::ptr;
 
 use super::lowp::{self, Storage, QBLOCK};
-use super::{parallel, Algorithm, MAX_SLOTS};
+use super::{parallel, simd, Algorithm, MAX_SLOTS};
 
 /// Where one state slot of a tensor lives.
 #[derive(Clone, Copy)]
@@ -106,10 +106,26 @@ impl<S: Copy> MixedJob<S> {
     /// # Safety
     /// As for [`MixedJob::new`], and no other thread touches `[lo, hi)`.
     unsafe fn apply<A: Algorithm<Scalars<f32> = S>>(&self, lo: usize, hi: usize) {
+        // The conversions are inlined into the dispatched body, so they are
+        // vectorized for the CPU's instruction set like the rules are.
+        // SAFETY: forwarded from the caller.
+        simd::dispatch(
+            #[inline(always)]
+            || unsafe { self.apply_blocks::<A>(lo, hi) },
+        )
+    }
+
+    #[inline(always)]
+    unsafe fn apply_blocks<A: Algorithm<Scalars<f32> = S>>(&self, lo: usize, hi: usize) {
         debug_assert_eq!(lo % QBLOCK, 0);
         let r = self.rounding;
-        let key = |stream: u64| lowp::stream_key(r.seed, r.tensor, r.step, stream);
-        let param_key = r.stochastic.then(|| key(0));
+        let key = lowp::stream_key(r.seed, r.tensor, r.step, 0);
+        // Random bits are drawn once per element when anything rounds
+        // stochastically: 8-bit codes always, params and bfloat16 state when asked.
+        let int8 = self.state.iter().any(|s| matches!(s, SlotPtr::Int8 { .. }));
+        let draws = int8 || r.stochastic;
+        let param_sr = r.stochastic && self.master.is_null();
+        let mut random = [0u32; QBLOCK];
         let mut grad = [0f32; QBLOCK];
         let mut param = [0f32; QBLOCK];
         let mut rounded = [0f32; QBLOCK];
@@ -120,13 +136,25 @@ impl<S: Copy> MixedJob<S> {
             let n = b - a;
             // SAFETY: `[a, b)` lies within `[lo, hi)`, which the caller owns.
             unsafe {
-                let g = &mut grad[..n];
-                lowp::load(self.grad, self.grad_storage, a, g);
-                if let Some((scale, clip)) = self.grad_transform {
-                    for x in g.iter_mut() {
-                        *x = (*x * scale).clamp(-clip, clip);
-                    }
+                if draws {
+                    lowp::randoms(key, a, &mut random[..n]);
                 }
+                let random = &random[..n];
+                let g: &[f32] = match (self.grad_storage, self.grad_transform) {
+                    (Storage::F32, None) => {
+                        std::slice::from_raw_parts((self.grad as *const f32).add(a), n)
+                    }
+                    (storage, transform) => {
+                        let g = &mut grad[..n];
+                        lowp::load(self.grad, storage, a, g);
+                        if let Some((scale, clip)) = transform {
+                            for x in g.iter_mut() {
+                                *x = (*x * scale).clamp(-clip, clip);
+                            }
+                        }
+                        g
+                    }
+                };
                 let p: &mut [f32] = if !self.master.is_null() {
                     std::slice::from_raw_parts_mut(self.master.add(a), n)
                 } else if self.param_storage == Storage::F32 {
@@ -164,7 +192,7 @@ impl<S: Copy> MixedJob<S> {
                         SlotPtr::Unused | SlotPtr::F32(_) => {}
                         SlotPtr::Bf16(s) => {
                             let out = std::slice::from_raw_parts_mut(s.add(a), n);
-                            let sr = r.stochastic.then(|| (key(1 + k as u64), a));
+                            let sr = r.stochastic.then(|| (random, lowp::rotation(1 + k)));
                             lowp::store_half(out, view, Storage::Bf16, sr);
                         }
                         SlotPtr::Int8 {
@@ -173,8 +201,9 @@ impl<S: Copy> MixedJob<S> {
                             signed,
                         } => {
                             let codes = std::slice::from_raw_parts_mut(codes.add(a), n);
+                            let rotate = lowp::rotation(1 + k);
                             *scales.add(a / QBLOCK) =
-                                lowp::quantize(view, codes, signed, key(1 + k as u64), a);
+                                lowp::quantize(view, codes, signed, random, rotate);
                         }
                     }
                 }
@@ -182,7 +211,8 @@ impl<S: Copy> MixedJob<S> {
                 if self.param_storage != Storage::F32 {
                     let out = std::slice::from_raw_parts_mut((self.param as *mut u16).add(a), n);
                     if self.master.is_null() {
-                        lowp::store_half(out, p, self.param_storage, param_key.map(|k| (k, a)));
+                        let sr = param_sr.then_some((random, lowp::rotation(0)));
+                        lowp::store_half(out, p, self.param_storage, sr);
                     } else {
                         // The master keeps its value: round a copy.
                         let copy = &mut rounded[..n];
