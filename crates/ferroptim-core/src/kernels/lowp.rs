@@ -264,13 +264,13 @@ pub fn encode(y: f32, signed: bool, r: u32) -> u8 {
     let magnitude = bits & 0x7fff_ffff;
     if signed {
         let rounded = (magnitude + (r & 0x000f_ffff)) >> 20;
-        let code = rounded.max(SIGNED_OFFSET).min(SIGNED_OFFSET + 120) - SIGNED_OFFSET;
+        let code = rounded.clamp(SIGNED_OFFSET, SIGNED_OFFSET + 120) - SIGNED_OFFSET;
         // Below the range: zero (a zero code carries no sign).
         let sign = (bits >> 24) & 0x80;
         (code | if code == 0 { 0 } else { sign }) as u8
     } else {
         let rounded = (magnitude + (r & 0x0007_ffff)) >> 19;
-        let code = rounded.max(UNSIGNED_OFFSET).min(UNSIGNED_OFFSET + 240) - UNSIGNED_OFFSET;
+        let code = rounded.clamp(UNSIGNED_OFFSET, UNSIGNED_OFFSET + 240) - UNSIGNED_OFFSET;
         // A positive value never becomes 0 (see the module doc).
         let floor = (y > 0.0) as u32;
         code.max(floor) as u8
