@@ -13,16 +13,16 @@ user-level params it holds, for ``state_dict`` and ``step_counts``.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, overload
 
 import numpy as np
 
 from ferroptim import _state
 from ferroptim._accumulate import Accumulation, check_grads
+from ferroptim._averaging import AveragingAndFreezing
 from ferroptim._compat import check_torch_flags, plain_hypers
 from ferroptim._options import STEP_OPTIONS_DOC, step_options
 from ferroptim._params import (
@@ -34,7 +34,6 @@ from ferroptim._params import (
     gpu_probe,
     label,
     on_gpu,
-    select,
     split_params,
 )
 from ferroptim._precision import check_precision, refuse_on_gpu
@@ -44,7 +43,7 @@ from ferroptim.exceptions import DtypeError, GradError, HyperparameterError, Par
 __all__ = ["STEP_OPTIONS_DOC", "Optimizer", "step_options"]
 
 
-class Optimizer:
+class Optimizer(AveragingAndFreezing):
     """Common machinery of every ferroptim optimizer.
 
     Params are NumPy arrays (the Rust engine) or CuPy arrays on one GPU (the
@@ -430,58 +429,6 @@ class Optimizer:
         """The global grad norm of the last step (with ``max_grad_norm`` or
         ``skip_nonfinite``), before clipping."""
         return self._engine.last_grad_norm
-
-    @contextlib.contextmanager
-    def averaged_params(self) -> Iterator[None]:
-        """Swaps the averaged weights into the params, and back on exit.
-
-        ``step`` and ``load_state_dict`` are refused inside: they would mix the
-        averaged weights into training.
-
-        >>> with opt.averaged_params():
-        ...     evaluate(model)
-        """
-        if not self._averaging:
-            raise ParamError(
-                "no averaged weights: construct with ema_decay=... or ema_equal_weights"
-            )
-        with self._lock:
-            self._check_not_swapped("averaged_params()")
-            self._engine.swap_averages()
-            self._swapped = True
-            try:
-                yield
-            finally:
-                self._swapped = False
-                self._engine.swap_averages()
-
-    def _check_not_swapped(self, what: str) -> None:
-        if self._swapped:
-            raise ParamError(
-                f"{what} inside `with opt.averaged_params():` would mix the averaged "
-                "weights into training: leave the block first"
-            )
-
-    # -- freezing ---------------------------------------------------------
-
-    def freeze(self, *params: Any, group: int | None = None) -> None:
-        """Freezes params (names, fnmatch patterns, or indices) or a whole group:
-        they take no step and get no state until :meth:`unfreeze`."""
-        self._engine.set_frozen(select(self, params, group), True)
-
-    def unfreeze(self, *params: Any, group: int | None = None) -> None:
-        """Undoes :meth:`freeze`."""
-        self._engine.set_frozen(select(self, params, group), False)
-
-    @property
-    def frozen(self) -> list[Any]:
-        """Keys (names or indices) of the frozen params."""
-        return [
-            m.key
-            for flag, members in zip(self._engine.frozen(), self._members)
-            if flag
-            for m in members
-        ]
 
     def _grads_by_name(self, grads: Mapping[str, Any]) -> list[Any]:
         if not self._named:
