@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ferroptim._precision import is_low_precision
 from ferroptim.exceptions import DtypeError, ParamError
 
 __all__ = ["ArenaGroup", "ParamArena"]
@@ -54,6 +55,7 @@ class ParamArena:
 
     ``arena.params[name]`` and ``arena.grads[name]`` are NumPy views into
     ``arena.data`` and ``arena.grad``: write grads there, then ``opt.step()``.
+    float16 and ``ml_dtypes.bfloat16`` params have float32 grads (``grad_dtype``).
 
     ``device="cuda"`` (or a GPU number) puts both buffers on a GPU as CuPy
     arrays: a step is then one kernel launch over one tensor, with no
@@ -68,8 +70,14 @@ class ParamArena:
         except TypeError as err:
             raise DtypeError(f"dtype: not a NumPy dtype: {dtype!r}") from err
         self.device = device
-        if self.dtype not in (np.float32, np.float64):
-            raise DtypeError(f"dtype: an arena holds float32 or float64, got {self.dtype}")
+        # float16/bfloat16 params (CPU) get float32 grads: the engine takes them as they are.
+        low = device is None and is_low_precision(self.dtype)
+        if self.dtype not in (np.float32, np.float64) and not low:
+            raise DtypeError(
+                f"dtype: an arena holds float32 or float64 (float16, bfloat16 on the CPU), "
+                f"got {self.dtype}"
+            )
+        self.grad_dtype = np.dtype(np.float32) if low else self.dtype
         if not isinstance(shapes, Mapping) or not shapes:
             raise ParamError("shapes must be a non-empty dict name -> shape")
         self.names: list[str] = []
@@ -87,7 +95,7 @@ class ParamArena:
             total += size
         if device is None:
             self.data = np.zeros(total, self.dtype)
-            self.grad = np.zeros(total, self.dtype)
+            self.grad = np.zeros(total, self.grad_dtype)
         else:
             from ferroptim import cuda
 

@@ -106,6 +106,9 @@ def check(trainer: Any, state: Any) -> dict[str, Any]:
         problems.append(f"model config differs in {keys}")
     if (state.get("scheduler") is None) != (trainer.scheduler is None):
         problems.append("one run has a scheduler and the other has not")
+    scaler = getattr(trainer, "loss_scaler", None)
+    if (state.get("loss_scaler") is None) != (scaler is None):
+        problems.append("one run has a loss scaler and the other has not")
     saved_cbs = state.get("callbacks", [])
     here = len(trainer._stateful_callbacks())
     if not isinstance(saved_cbs, list):
@@ -177,6 +180,10 @@ def apply(trainer: Any, state: Mapping[str, Any], checked: dict[str, Any]) -> No
         if trainer.scheduler is not None:
             undo.append(_undo_object(trainer.scheduler, skip))
             trainer.scheduler.load_state_dict(state["scheduler"])
+        scaler = getattr(trainer, "loss_scaler", None)
+        if scaler is not None:
+            undo.append(_undo_object(scaler, skip))
+            scaler.load_state_dict(state["loss_scaler"])
         if state.get("model_rng") is not None and hasattr(model, "set_rng_state"):
             if hasattr(model, "get_rng_state"):
                 rng = model.get_rng_state()

@@ -16,10 +16,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
-
 import ferroptim as fo
 from ferroptim import registry
+from ferroptim.train import _precision
 
 __all__ = [
     "MODELS",
@@ -97,7 +96,9 @@ class TrainConfig:
     seed : int
         Data split, init, batches, dropout.
     dtype : str
-        ``"float32"`` or ``"float64"``.
+        The params' dtype: ``"float32"``, ``"float64"``, ``"bfloat16"`` or ``"float16"``.
+    loss_scale : str, float or None
+        ``"dynamic"``, ``"none"`` or a fixed scale; None: dynamic for float16 only.
     out : str or None
         Folder for history.csv, curves.png and checkpoints (None: write nothing).
     verbose : int
@@ -126,6 +127,7 @@ class TrainConfig:
     patience: int | None = None
     seed: int = 0
     dtype: str = "float32"
+    loss_scale: str | float | None = None
     out: str | None = None
     verbose: int = 1
 
@@ -220,10 +222,14 @@ def optimizer_kwargs(config: TrainConfig | argparse.Namespace) -> dict[str, Any]
             raise UsageError(f"{FLAGGED[key]} does not apply to {c.optimizer}")
         given[key] = value
     for key, value in _extra(c.opt).items():
-        if not info.takes(key):
+        if not info.takes(key) and not _precision.takes_precision_option(info.cls, key):
+            known = sorted(info.hyperparameters) + [
+                k
+                for k in _precision.PRECISION_OPTIONS
+                if _precision.takes_precision_option(info.cls, k)
+            ]
             raise UsageError(
-                f"--opt: {c.optimizer} has no hyperparameter {key!r} "
-                f"(it has {', '.join(sorted(info.hyperparameters))})"
+                f"--opt: {c.optimizer} has no hyperparameter {key!r} (it has {', '.join(known)})"
             )
         given[key] = value
     return given
@@ -315,8 +321,9 @@ def check_config(config: TrainConfig | argparse.Namespace) -> list[int]:
             raise UsageError(f"{flag} must be >= {low}, got {value}")
     if not 0 <= c.dropout < 1:  # also refuses nan
         raise UsageError(f"--dropout must be in [0, 1), got {c.dropout}")
-    if c.dtype not in ("float32", "float64"):
-        raise UsageError(f"--dtype: float32 or float64, got {c.dtype!r}")
+    if c.dtype not in _precision.DTYPES:
+        raise UsageError(f"--dtype: {' | '.join(_precision.DTYPES)}, got {c.dtype!r}")
+    _precision.check_loss_scale(c.loss_scale)
     hidden = _widths(c.hidden)
     if c.activation not in ("relu", "tanh", "sigmoid"):
         raise UsageError(f"--activation: relu, tanh or sigmoid, got {c.activation!r}")
@@ -342,7 +349,7 @@ class Setup(NamedTuple):
     scheduler: Any
 
 
-def _model(c: TrainConfig, data: Any, hidden: list[int], dtype: np.dtype) -> Any:
+def _model(c: TrainConfig, data: Any, hidden: list[int], dtype: str) -> Any:
     from ferroptim.train.models import linear_regression, logistic_regression, mlp
 
     if data.task == "regression" and c.model == "logistic":
@@ -374,6 +381,8 @@ def _model(c: TrainConfig, data: Any, hidden: list[int], dtype: np.dtype) -> Any
         )
     except MemoryError:
         raise UsageError(f"--hidden {c.hidden_text}: not enough memory for the model") from None
+    except fo.exceptions.DtypeError as err:  # a dtype this build's arena does not hold
+        raise UsageError(f"--dtype {c.dtype}: {err}") from None
 
 
 def build(config: TrainConfig | argparse.Namespace) -> Setup:
@@ -399,9 +408,9 @@ def build(config: TrainConfig | argparse.Namespace) -> Setup:
         data = load_dataset(c.dataset, seed=c.seed)
     except ValueError as err:
         raise UsageError(f"--dataset: {err}") from None
-    dtype = np.dtype(c.dtype)
-    model = _model(c, data, hidden, dtype)
+    model = _model(c, data, hidden, c.dtype)
     if data.task == "regression":
+        dtype = _precision.target_dtype(c.dtype)
         data.y_train, data.y_val, data.y_test = (
             y.reshape(-1, 1).astype(dtype) for y in (data.y_train, data.y_val, data.y_test)
         )
@@ -452,6 +461,7 @@ def make_trainer(
         seed=config.seed,
         verbose=config.verbose,
         config=record,
+        loss_scaler=_precision.loss_scaler(config.loss_scale, config.dtype),
     )
 
 

@@ -51,6 +51,9 @@ _CHUNK = 1 << 24
 # Old versions used mkstemp: ".{name}.XXXXXXXX.tmp" with 8 random characters.
 _LEGACY_TMP = r"[a-z0-9_]{8}"
 _IMPORTED_AT = time.time()
+# ml_dtypes types .npy cannot name: name -> (ml_dtypes attribute, the same-size
+# unsigned int they are stored as).
+_VIEWED = {"bfloat16": ("bfloat16", np.uint16)}
 
 
 class CheckpointError(ValueError):
@@ -67,6 +70,10 @@ def _encode(obj: Any, arrays: dict[str, np.ndarray], depth: int = 0) -> Any:
         if obj.dtype.hasobject:
             raise TypeError("cannot store an object array in a checkpoint")
         key = f"a{len(arrays)}"
+        if obj.dtype.name in _VIEWED:
+            # .npy has no bfloat16: its bits go in as unsigned ints, the name in the header.
+            arrays[key] = np.ascontiguousarray(obj).view(_VIEWED[obj.dtype.name][1])
+            return {"__array__": key, "dtype": obj.dtype.name}
         arrays[key] = obj
         return {"__array__": key}
     d = depth + 1
@@ -327,7 +334,8 @@ class _Reader:
                     # otherwise make one member fill memory many times over.
                     raise CheckpointError(f"array {key!r} is referenced twice")
                 self.used.add(key)
-                return self.read(key)
+                array = self.read(key)
+                return _viewed(key, array, obj["dtype"]) if "dtype" in obj else array
             if "__items__" in obj:
                 return {
                     self.decode(k, depth + 1): self.decode(v, depth + 1)
@@ -342,3 +350,17 @@ class _Reader:
         if isinstance(obj, list):
             return [self.decode(v, depth + 1) for v in obj]
         return obj
+
+
+def _viewed(key: str, array: np.ndarray, name: Any) -> np.ndarray:
+    """A stored ``bfloat16`` array (see :func:`_encode`) back in its dtype."""
+    if not isinstance(name, str) or name not in _VIEWED:
+        raise CheckpointError(f"array {key!r} has unknown dtype {name!r}")
+    attr, stored = _VIEWED[name]
+    if array.dtype != stored:
+        raise CheckpointError(f"array {key!r}: {name} is stored as {np.dtype(stored)}")
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise CheckpointError(f"array {key!r} holds {name}: install ml_dtypes") from None
+    return array.view(getattr(ml_dtypes, attr))

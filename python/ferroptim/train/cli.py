@@ -125,7 +125,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any other optimizer hyperparameter, e.g. --opt amsgrad=true (default: none)",
+        help="any other optimizer hyperparameter or precision option, e.g. --opt "
+        "amsgrad=true, --opt state_dtype=int8 (default: none)",
     )
     p.add_argument("--schedule", default=d.schedule, help=" | ".join(SCHEDULES))
     p.add_argument(
@@ -154,7 +155,21 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument(
         "--seed", type=int, default=d.seed, metavar="N", help="data split, init, batches, dropout"
     )
-    p.add_argument("--dtype", default=d.dtype, help="float32 | float64")
+    p.add_argument(
+        "--dtype",
+        default=d.dtype,
+        help="the params' dtype: float32 | float64 | bfloat16 | float16 (the low-precision "
+        "ones train with float32 master weights unless --opt master_weights=false; "
+        "--opt state_dtype=bfloat16|int8 compresses the optimizer's state)",
+    )
+    p.add_argument(
+        "--loss-scale",
+        default=d.loss_scale,
+        metavar="SCALE",
+        help="dynamic | none | a fixed number: scale the loss's grad before the backward "
+        "pass, unscale it inside the optimizer's step, skip steps whose grads overflow "
+        "(default: dynamic for float16, none otherwise)",
+    )
     p.add_argument(
         "--out",
         default=None,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ferroptim import registry
+from ferroptim.train import _precision
 from ferroptim.train.cli import (
     RESUME_MAY_CHANGE,
     UsageError,
@@ -46,6 +47,9 @@ def _canonical(args: argparse.Namespace, key: str) -> Any:
             return _widths(value)
         if key == "betas" and value is not None:
             return _floats("--betas", value)
+        if key == "loss_scale" and value is not None:
+            scale = _precision.check_loss_scale(value)
+            return float(scale) if isinstance(scale, (int, float)) else scale
         if key == "opt":
             return sorted((k, _value(v)) for k, _, v in (i.partition("=") for i in value))
     except UsageError:

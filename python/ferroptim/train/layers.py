@@ -50,6 +50,41 @@ Shape = tuple[int, ...]
 INITS = ("xavier", "he")
 
 
+def param_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` as a NumPy dtype; ``"bfloat16"`` is ml_dtypes' (imported only then)."""
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise ValueError("dtype bfloat16 needs ml_dtypes (pip install ml_dtypes)") from None
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(dtype)
+
+
+def compute_dtype(dtype: Any) -> np.dtype:
+    """The dtype a model with ``dtype`` params computes in: float32 for bfloat16
+    (NumPy has no fast bfloat16 arithmetic), else the params' own."""
+    dtype = param_dtype(dtype)
+    return np.dtype(np.float32) if dtype.name == "bfloat16" else dtype
+
+
+def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``a @ b``; float16 operands are multiplied in float32 (BLAS, and the way
+    float16 hardware accumulates) and the product rounded to float16."""
+    if a.dtype != np.float16:
+        return np.matmul(a, b, out=out)
+    product = np.matmul(a.astype(np.float32), b.astype(np.float32))
+    if out is None:
+        return product.astype(np.float16)
+    out[...] = product
+    return out
+
+
+def _views(arena: ParamArena, buffer: np.ndarray) -> dict[str, np.ndarray]:
+    """Views of a flat buffer laid out as ``arena``'s."""
+    return {n: buffer[lo:hi].reshape(arena.shapes[n]) for n, (lo, hi) in arena.offsets.items()}
+
+
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name}: must be a positive integer, got {value!r}")
@@ -159,7 +194,7 @@ class Dense(Layer):
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"Dense: input of shape {x.shape}, expected (..., {self.in_features})")
         self._x = x
-        y = np.matmul(x, self.W)
+        y = _matmul(x, self.W)
         y += self.b
         return y
 
@@ -168,9 +203,9 @@ class Dense(Layer):
         assert self.W is not None and self.dW is not None and self.db is not None
         x2 = x.reshape(-1, self.in_features)
         g2 = grad_out.reshape(-1, self.out_features)
-        np.matmul(x2.T, g2, out=self.dW)
+        _matmul(x2.T, g2, out=self.dW)
         np.sum(g2, axis=0, out=self.db)
-        return np.matmul(grad_out, self.W.T) if input_grad else None
+        return _matmul(grad_out, self.W.T) if input_grad else None
 
     def config(self) -> dict[str, Any]:
         return {
@@ -264,9 +299,12 @@ class Dropout(Layer):
             return x
         if self.rng is None:
             raise RuntimeError("Dropout needs a Generator: pass rng= or put it in a Sequential")
+        # float16 inputs: drawn in float32 (the generator's narrowest), kept in float16.
         dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
-        mask = (self.rng.random(x.shape, dtype=dtype) >= self.p).astype(dtype)
-        mask *= 1.0 / (1.0 - self.p)
+        if x.dtype == np.float16:
+            dtype = np.dtype(np.float32)
+        mask = (self.rng.random(x.shape, dtype=dtype) >= self.p).astype(x.dtype)
+        mask *= mask.dtype.type(1.0 / (1.0 - self.p))
         self._identity, self._mask = False, mask
         return x * mask
 
@@ -324,13 +362,17 @@ class Sequential:
     (``"0.W"``, ``"0.b"``, ``"2.W"``, ...), or ``f"{names[i]}.{k}"`` when ``names``
     gives the layers names (one entry per layer, ``None`` keeps the index: e.g.
     ``"hidden1"`` ... ``"head"``, so ``arena.select("head.*")`` picks the output
-    layer for fine-tuning). float32 by default or float64 via
-    ``dtype``. Weights are initialised from ``np.random.Generator(PCG64(seed))``
-    in layer order (biases zero); the same generator then draws the Dropout
-    masks, so ``(seed, architecture)`` fixes the initial params and
-    :meth:`get_rng_state` / :meth:`set_rng_state` fix every later mask.
+    layer for fine-tuning). float32 by default, or float64, ``"bfloat16"`` or
+    float16 via ``dtype``: low-precision params are drawn in float32 and rounded
+    once into the arena; bfloat16 params compute in float32 (from a float32 copy
+    refreshed at each :meth:`forward`), float16 ones in float16; the grads are
+    written in the arena's grad dtype. Weights are initialised from
+    ``np.random.Generator(PCG64(seed))`` in layer order (biases zero); the same
+    generator then draws the Dropout masks, so ``(seed, architecture)`` fixes the
+    initial params and :meth:`get_rng_state` / :meth:`set_rng_state` fix every
+    later mask.
 
-    :meth:`forward` casts ``X`` to the model's dtype; :meth:`backward` overwrites
+    :meth:`forward` casts ``X`` to the compute dtype; :meth:`backward` overwrites
     every entry of ``arena.grad`` (each param is used by the last forward).
     """
 
@@ -355,16 +397,30 @@ class Sequential:
                 shapes[f"{self.names[i]}.{k}"] = shape
         if not shapes:
             raise ValueError("Sequential: needs at least one layer with params")
-        self.arena = ParamArena(shapes, dtype)
-        self.dtype = self.arena.dtype
+        self.arena = arena = ParamArena(shapes, param_dtype(dtype))
+        self.dtype = arena.dtype
+        self.compute_dtype = compute_dtype(self.dtype)
+        # A compute copy of the params, and grads in the compute dtype, where the
+        # arena's differ (copied at forward, and into arena.grad after backward).
+        c = self.compute_dtype
+        self._copy = None if c == self.dtype else np.zeros(arena.size, c)
+        self._grad = None if c == arena.grad.dtype else np.zeros(arena.size, c)
+        init_buffer = arena.data if self.dtype.itemsize >= 4 else np.zeros(arena.size, np.float32)
+        init, grad_views = _views(arena, init_buffer), arena.grads
+        params = arena.params if self._copy is None else _views(arena, self._copy)
+        if self._grad is not None:
+            grad_views = _views(arena, self._grad)
         self.rng = np.random.Generator(np.random.PCG64(self.seed))
         for i, layer in enumerate(self.layers):
-            keys = layer.param_shapes()
-            params = {k: self.arena.params[f"{self.names[i]}.{k}"] for k in keys}
-            grads = {k: self.arena.grads[f"{self.names[i]}.{k}"] for k in keys}
-            layer.init_params(self.rng, params)
-            layer.bind(params, grads)
+            full = {k: f"{self.names[i]}.{k}" for k in layer.param_shapes()}
+            layer.init_params(self.rng, {k: init[n] for k, n in full.items()})
+            layer.bind(
+                {k: params[n] for k, n in full.items()},
+                {k: grad_views[n] for k, n in full.items()},
+            )
             layer.set_rng(self.rng)
+        if init_buffer is not arena.data:
+            arena.data[...] = init_buffer  # rounded to nearest even, once
         self._first = min(i for i, layer in enumerate(self.layers) if layer.param_shapes())
         self._out_shape: tuple[int, ...] | None = None
         #: Set by the factories of :mod:`ferroptim.train.models`: then :meth:`config`
@@ -372,9 +428,11 @@ class Sequential:
         self.spec: dict[str, Any] | None = None
 
     def forward(self, X: np.ndarray, train: bool) -> np.ndarray:
-        """Runs the layers on ``X`` (cast to the model's dtype); ``train`` turns
+        """Runs the layers on ``X`` (cast to the compute dtype); ``train`` turns
         Dropout on. Caches what :meth:`backward` needs."""
-        x = np.asarray(X, dtype=self.dtype)
+        if self._copy is not None:
+            self._copy[...] = self.arena.data  # the params as the optimizer left them
+        x = np.asarray(X, dtype=self.compute_dtype)
         for layer in self.layers:
             x = layer.forward(x, train)
         self._out_shape = x.shape
@@ -389,7 +447,7 @@ class Sequential:
         ``dL/dparam`` into ``arena.grads[name]`` in place (overwriting)."""
         if self._out_shape is None:
             raise RuntimeError("Sequential.backward called before forward")
-        g = np.asarray(grad_out, dtype=self.dtype)
+        g = np.asarray(grad_out, dtype=self.compute_dtype)
         if g.shape != self._out_shape:
             raise ValueError(
                 f"backward: grad_out has shape {g.shape}, the last forward gave {self._out_shape}"
@@ -398,6 +456,8 @@ class Sequential:
             out = self.layers[i].backward(g, input_grad=i > self._first)
             if out is not None:
                 g = out
+        if self._grad is not None:
+            self.arena.grad[...] = self._grad
 
     def get_rng_state(self) -> dict[str, Any]:
         """The generator's ``bit_generator.state``: a JSON-serializable dict of ints."""

@@ -28,6 +28,7 @@ from ferroptim.train.layers import (
     Sigmoid,
     Tanh,
     layer_from_config,
+    param_dtype,
 )
 
 __all__ = [
@@ -45,7 +46,8 @@ __all__ = [
 class Model(Protocol):
     """What the trainer needs from a model.
 
-    * ``arena``: every param, in one :class:`ParamArena` (float32 or float64);
+    * ``arena``: every param, in one :class:`ParamArena` (float32, float64, or
+      bfloat16/float16 with :class:`Sequential`);
     * ``forward(X, train)``: the outputs for a batch ``X`` (logits for
       classifiers, predictions for regressors), caching what backward needs;
       ``train=True`` enables Dropout;
@@ -75,7 +77,7 @@ ACTIVATIONS: dict[str, type[Layer]] = {"relu": ReLU, "tanh": Tanh, "sigmoid": Si
 
 
 def _dtype_name(dtype: Any) -> str:
-    return np.dtype(dtype).name
+    return param_dtype(dtype).name
 
 
 def _with_spec(model: Sequential, spec: dict[str, Any]) -> Sequential:

@@ -28,6 +28,7 @@ from ferroptim.arena import ParamArena
 from ferroptim.train import _restore, checkpoint
 from ferroptim.train.callbacks import Callback, ProgressBar
 from ferroptim.train.data import batches
+from ferroptim.train.history import History
 
 __all__ = ["FunctionModel", "History", "Trainer"]
 
@@ -113,39 +114,6 @@ class FunctionModel:
         return {"kind": "function", "shapes": {n: list(s) for n, s in self.arena.shapes.items()}}
 
 
-class History:
-    """Per-epoch and per-step records of a run.
-
-    ``history["val_loss"]`` is the list over epochs; ``history.steps`` holds
-    one dict per mini-batch (loss, lr, batch size, wall time).
-    """
-
-    def __init__(self, metric_names: Sequence[str] = ()) -> None:
-        self.epochs: list[dict[str, float]] = []
-        self.steps: list[dict[str, float]] = []
-        self.metric_names = list(metric_names)
-
-    def __getitem__(self, key: str) -> list[float]:
-        return [e[key] for e in self.epochs if key in e]
-
-    def keys(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for e in self.epochs:
-            seen.update(dict.fromkeys(e))
-        return list(seen)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "steps": self.steps, "metric_names": self.metric_names}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.epochs = [dict(e) for e in state["epochs"]]
-        self.steps = [dict(s) for s in state["steps"]]
-        self.metric_names = list(state["metric_names"])
-
-    def __repr__(self) -> str:
-        return f"History({len(self.epochs)} epochs, {len(self.steps)} steps, keys={self.keys()})"
-
-
 class Trainer:
     """Fits a model with a ferroptim optimizer on NumPy arrays.
 
@@ -156,6 +124,11 @@ class Trainer:
     real optimizer update (``scheduler_interval="step"``) or every epoch;
     with gradient accumulation, micro-batches do not count. When the
     optimizer keeps averaged weights, evaluation and prediction use them.
+    ``loss_scaler`` (a :class:`ferroptim.LossScaler` or
+    :class:`ferroptim.DynamicLossScaler`; float16 training) scales the loss's
+    grad before the backward pass and steps through it: the grads are unscaled
+    inside the optimizer's fused step and a step whose grads overflowed is
+    skipped. Losses of float16 (and bfloat16) outputs are computed in float32.
     """
 
     def __init__(
@@ -174,7 +147,9 @@ class Trainer:
         drop_last: bool = False,
         verbose: int = 1,
         config: Mapping[str, Any] | None = None,
+        loss_scaler: Any = None,
     ) -> None:
+        from ferroptim.amp import LossScaler
         from ferroptim.train.losses import get_loss
         from ferroptim.train.metrics import get_metric
 
@@ -190,6 +165,11 @@ class Trainer:
             )
         if isinstance(batch_size, int) and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if loss_scaler is not None and not isinstance(loss_scaler, LossScaler):
+            raise TypeError(f"loss_scaler: must be a ferroptim.LossScaler, got {loss_scaler!r}")
+        if loss_scaler is not None and isinstance(model, FunctionModel):
+            raise ValueError("loss_scaler: needs a model with forward and backward")
+        self.loss_scaler = loss_scaler
         self.model = model
         self.optimizer = optimizer
         if _is_torch_loss(loss):
@@ -273,10 +253,16 @@ class Trainer:
             out = self.model.forward(X) if self.model.predict_fn and self.metrics else None
         else:
             out = self.model.forward(X, train=True)
-            loss, grad_out = self.loss_fn(out, y)
-            self.model.backward(grad_out)
+            loss, grad_out = self.loss_fn(_wide(out), y)
+            if self.loss_scaler is None:
+                self.model.backward(grad_out)
+            else:  # scaled grads may overflow: the scaler skips that step, no warning
+                grad_out = grad_out * grad_out.dtype.type(self.loss_scaler.get_scale())
+                with np.errstate(over="ignore", invalid="ignore"):
+                    self.model.backward(grad_out)
         t1 = time.perf_counter()
-        updated = self.optimizer.step()
+        scaler = self.loss_scaler
+        updated = self.optimizer.step() if scaler is None else scaler.step(self.optimizer)
         t2 = time.perf_counter()
         self.timing["forward_backward"] += t1 - t0
         self.timing["optimizer"] += t2 - t1
@@ -415,7 +401,7 @@ class Trainer:
                 loss, _ = self.model.loss_and_grads_fn(self.model.arena.params, X, y)
             return {"loss": float(loss)}
         out = self.predict(X, batch_size)
-        result = {"loss": float(self.loss_fn(out, y)[0])}
+        result = {"loss": float(self.loss_fn(_wide(out), y)[0])}
         for name, fn in self.metrics.items():
             result[name] = float(fn(out, y))
         return result
@@ -438,6 +424,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "optimizer_updates": self.optimizer.num_updates,
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "loss_scaler": None if self.loss_scaler is None else self.loss_scaler.state_dict(),
             "model_rng": (
                 self.model.get_rng_state() if hasattr(self.model, "get_rng_state") else None
             ),
@@ -472,6 +459,14 @@ class Trainer:
         Raises :class:`CheckpointError` for a missing, corrupt or mismatched file.
         """
         self.load_state_dict(checkpoint.load(path))
+
+
+def _wide(out: Any) -> Any:
+    """Outputs narrower than float32 (float16, bfloat16), widened for the loss."""
+    dtype = getattr(out, "dtype", None)
+    if isinstance(out, np.ndarray) and dtype is not None and dtype.itemsize < 4:
+        return out.astype(np.float32)
+    return out
 
 
 def _is_torch_loss(loss: Any) -> bool:
