@@ -13,6 +13,8 @@ mod state;
 mod step;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_lowp;
 
 use std::marker::PhantomData;
 
