@@ -402,3 +402,30 @@ def test_grad_scale_applies_to_the_accumulated_sum() -> None:
     closure_opt = fo.SGD([q], lr=1.0)
     assert closure_opt.step(lambda: (1.5, [np.full(2, 4.0, F32)]), grad_scale=0.5) == 1.5
     np.testing.assert_array_equal(q, np.full(2, -2.0, F32))
+
+
+@pytest.mark.parametrize("grad_dtype", [np.float16, F32], ids=["f16_grads", "f32_grads"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"master_weights": False}, {"state_dtype": "int8"}],
+    ids=["master", "no_master", "int8_state"],
+)
+def test_float16_params_with_scaler_equal_the_unscaled_run_bitwise(
+    options: dict[str, Any], grad_dtype: Any
+) -> None:
+    rng = np.random.default_rng(4)
+    shapes = [(9, 7), (7,)]
+    plain = [np.zeros(s, np.float16) for s in shapes]
+    scaled = [np.zeros(s, np.float16) for s in shapes]
+    opt_plain = fo.AdamW(plain, lr=0.01, skip_nonfinite=True, **options)
+    opt_scaled = fo.AdamW(scaled, lr=0.01, **options)
+    s = fo.DynamicLossScaler(init_scale=2.0**8, growth_interval=3)
+    for i in range(12):
+        grads = [(rng.standard_normal(sh) * 1e-3).astype(grad_dtype) for sh in shapes]
+        if i == 5:
+            grads[1][0] = INF
+        scaled_grads = [g * grad_dtype(s.get_scale()) for g in grads]
+        assert s.step(opt_scaled, scaled_grads) == opt_plain.step(grads)
+        for a, b in zip(plain, scaled):
+            np.testing.assert_array_equal(a.view(np.uint16), b.view(np.uint16))
+    assert opt_scaled.skipped_steps == 1
