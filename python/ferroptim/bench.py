@@ -54,6 +54,7 @@ import numpy as np
 
 import ferroptim as fo
 from ferroptim import registry
+from ferroptim.bench_lowp import state_bytes_per_param
 from ferroptim.bench_numpy import NUMPY_BYTES_PER_PARAM, numpy_impl  # noqa: F401  (re-exported)
 from ferroptim.bench_report import Row, Spread, legend, main, scaling_table, table
 
@@ -158,10 +159,20 @@ def _data(case: Case, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]
     return [p.copy() for p in params], [g.copy() for g in grads]
 
 
+def tagged(step: Callable[[], None], optimizer: Any) -> Callable[[], None]:
+    """``step``, carrying the optimizer whose state the "state B/param" column counts."""
+
+    def run() -> None:
+        step()
+
+    run.optimizer = optimizer  # type: ignore[attr-defined]
+    return run
+
+
 def fo_list(opt: str, case: Case) -> Callable[[], None]:
     params, grads = _data(case)
     o = registry.get(opt).cls(params, **HYPER[opt])
-    return lambda: o.step(grads)
+    return tagged(lambda: o.step(grads), o)
 
 
 def fo_arena(opt: str, case: Case) -> Callable[[], None]:
@@ -170,7 +181,7 @@ def fo_arena(opt: str, case: Case) -> Callable[[], None]:
     for i, g in enumerate(grads):
         arena.grads[f"p{i}"][...] = g
     o = registry.get(opt).cls(arena, **HYPER[opt])
-    return o.step
+    return tagged(o.step, o)
 
 
 def torch_impl(opt: str, case: Case, mode: str) -> Callable[[], None] | None:
@@ -193,7 +204,7 @@ def torch_impl(opt: str, case: Case, mode: str) -> Callable[[], None] | None:
         o = cls(tensors, **HYPER[opt], **flags[mode])
     except (RuntimeError, TypeError, ValueError):
         return None  # a mode torch lacks for it (no fused RMSprop)
-    return o.step
+    return tagged(o.step, o)
 
 
 ROOFLINE = "roofline a += b"
@@ -410,6 +421,7 @@ def run(
                             bpp,
                             roof,
                             spread=Spread.of(ts),
+                            state_bytes_per_param=state_bytes_per_param(fns[name], case.numel),
                         )
                     )
                 del fns

@@ -40,7 +40,9 @@ def numpy_impl(
     h = HYPER[opt]
     lr = h["lr"]
     scratch = np.empty(max(p.size for p in params), case.dtype)
-    state = [[np.zeros_like(p), np.zeros_like(p)] for p in params]
+    # Adam's two moments; one buffer for SGD's momentum and RMSprop's square average.
+    slots = 2 if opt in ("adam", "adamw") else 1
+    state = [[np.zeros_like(p) for _ in range(slots)] + [None] * (2 - slots) for p in params]
     t = [0]
 
     def step() -> None:
@@ -79,4 +81,5 @@ def numpy_impl(
                 tmp *= -lr / (1 - 0.9 ** t[0])
                 p += tmp
 
+    step.state_arrays = [a for pair in state for a in pair if a is not None]  # type: ignore[attr-defined]
     return step

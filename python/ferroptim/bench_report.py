@@ -69,10 +69,12 @@ class Row:
     impl: str
     median_s: float
     numel: int
-    bytes_per_param: int
+    bytes_per_param: float
     roofline: float
     extra: dict = field(default_factory=dict)
     spread: Spread | None = None
+    # The optimizer's state over the param count (None: not known, as for a fake step).
+    state_bytes_per_param: float | None = None
 
     @property
     def gbps(self) -> float:
@@ -105,12 +107,17 @@ def _spread(r: Row) -> str:
     return f"±{100 * s.relative:.0f}% (n={s.n})"
 
 
+def _state(r: Row) -> str:
+    b = r.state_bytes_per_param
+    return "-" if b is None else f"{b:.2f}"
+
+
 def table(rows: list[Row]) -> str:
     """The Markdown table of ``rows`` (see the module docstring for ``~`` and ``?``)."""
     lines = [
-        "| case | optimizer | implementation | median µs | spread | Mparams/s | GB/s "
-        "| roofline GB/s | % roofline | vs torch fused | vs torch foreach | vs numpy |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| case | optimizer | implementation | median µs | spread | state B/param | Mparams/s "
+        "| GB/s | roofline GB/s | % roofline | vs torch fused | vs torch foreach | vs numpy |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     by_key = {(r.case, r.optimizer, r.impl): r for r in rows}
     for r in rows:
@@ -119,7 +126,7 @@ def table(rows: list[Row]) -> str:
         npy = by_key.get((r.case, r.optimizer, "numpy"))
         lines.append(
             f"| {r.case} | {r.optimizer} | {r.impl} | {r.median_s * 1e6:.1f} | {_spread(r)} | "
-            f"{r.numel / r.median_s / 1e6:.0f} | {r.gbps:.1f} | {r.roofline:.1f} | "
+            f"{_state(r)} | {r.numel / r.median_s / 1e6:.0f} | {r.gbps:.1f} | {r.roofline:.1f} | "
             f"{100 * r.gbps / r.roofline:.0f}% | {ratio(fused, r)} | {ratio(foreach, r)} | "
             f"{ratio(npy, r, 1)} |"
         )
@@ -167,6 +174,8 @@ QUICK_TIME_BUDGET = 20.0
 DEFAULT_TIME_BUDGET = 120.0
 FULL_TIME_BUDGET = 300.0
 SCALING_NUMEL = 16 << 20
+# The low-precision AdamW cases' tensor with --quick (else bench_lowp.LOWP_NUMEL).
+QUICK_LOWP_NUMEL = 1 << 20
 
 
 def main(
@@ -185,7 +194,8 @@ def main(
     Parameters
     ----------
     optimizers : list of str
-        Among sgd, adam, adamw, rmsprop.
+        Registry names; with adamw, the low-precision AdamW cases
+        (:mod:`ferroptim.bench_lowp`) run too.
     full : bool
         Add the GPT-2 small case.
     budget : float, optional
@@ -217,20 +227,23 @@ def main(
     names = list(QUICK_CASES) if quick else [c.name for c in bench.cases(full)]
     threads = threads and not quick
     points = (os.cpu_count() or 1) if threads else 0
+    # The low-precision AdamW variants (issue #14) come with adamw: one more job.
+    lowp = 1 if "adamw" in optimizers else 0
     jobs = len(names) * len(optimizers)
     if time_budget is None:
         if budget is not None:
-            time_budget = budget * (jobs + points)
+            time_budget = budget * (jobs + points + lowp)
         else:
             time_budget = (
                 QUICK_TIME_BUDGET if quick else FULL_TIME_BUDGET if full else DEFAULT_TIME_BUDGET
             )
-    plan = bench.Plan(time_budget, jobs + points, clock)
+    plan = bench.Plan(time_budget, jobs + points + lowp, clock)
     print(
         f"{jobs} cases ({len(names)} shapes x {len(optimizers)} optimizers)"
+        + (" + low-precision AdamW" if lowp else "")
         + (f" + thread scaling ({points} points)" if points else "")
-        + f"; time budget {time_budget:.0f} s, about {time_budget / (jobs + points):.1f} s each,"
-        " setup included"
+        + f"; time budget {time_budget:.0f} s, about "
+        f"{time_budget / (jobs + points + lowp):.1f} s each, setup included"
     )
     rows = bench.run(optimizers, full=full, case_names=names, quiet=quiet, plan=plan, clock=clock)
     streams = ", ".join(
@@ -246,6 +259,17 @@ def main(
     print(table(rows))
     print()
     print(legend(rows))
+    if lowp:
+        from ferroptim import bench_lowp
+
+        numel = QUICK_LOWP_NUMEL if quick else bench_lowp.LOWP_NUMEL
+        print(
+            f"\nlow precision, adamw, 1 x {numel}: state B/param from each optimizer's "
+            "state_dict;\nGB/s and % roofline count the bytes each variant moves "
+            "(help(ferroptim.bench_lowp)):\n"
+        )
+        lowp_rows = bench_lowp.run_lowp(numel, deadline=plan.next_deadline(), clock=clock)
+        print(bench_lowp.lowp_table(lowp_rows))
     if threads:
         print("\nthread scaling, adam, 1 x 16M float32:\n")
         points_ = bench.scaling("adam", SCALING_NUMEL, plan=plan, clock=clock)
