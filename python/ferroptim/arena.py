@@ -39,11 +39,24 @@ def _real_array(name: Any, a: Any) -> Any:
             a = np.asarray(a)
         except (TypeError, ValueError) as err:
             raise DtypeError(f"param {name!r} is not an array of numbers: {err}") from err
-    if np.dtype(a.dtype).kind not in "fiu":
+    if np.dtype(a.dtype).kind not in "fiu" and not is_low_precision(a.dtype):
         raise DtypeError(
             f"param {name!r} has dtype {a.dtype}: an arena holds real numbers (float32 or float64)"
         )
     return a
+
+
+def _common_dtype(dtypes: list[np.dtype], keep_low: bool) -> np.dtype:
+    """The arena dtype for arrays of ``dtypes``: theirs when they all share one
+    float16/bfloat16 dtype and ``keep_low`` (a CPU arena), else float32 or
+    float64 (NumPy cannot promote bfloat16 with float16: both count as float32)."""
+    if keep_low and len(set(dtypes)) == 1 and is_low_precision(dtypes[0]):
+        return dtypes[0]
+    wide = [np.dtype(np.float32) if is_low_precision(d) else d for d in dtypes]
+    dtype = np.result_type(*wide)
+    if dtype not in (np.float32, np.float64):
+        dtype = np.dtype(np.float64 if dtype.itemsize >= 8 else np.float32)
+    return dtype
 
 
 class ParamArena:
@@ -121,9 +134,8 @@ class ParamArena:
             device = cuda.device_of(on_gpu[0])
         arrays = {name: _real_array(name, a) for name, a in arrays.items()}
         if dtype is None:
-            dtype = np.result_type(*(a.dtype for a in arrays.values())) if arrays else np.float32
-            if dtype not in (np.float32, np.float64):
-                dtype = np.float64 if dtype.itemsize >= 8 else np.float32
+            dtypes = [np.dtype(a.dtype) for a in arrays.values()]
+            dtype = _common_dtype(dtypes, device is None) if dtypes else np.float32
         arena = cls({name: a.shape for name, a in arrays.items()}, dtype, device)
         for name, a in arrays.items():
             arena.params[name][...] = cuda.on_device_of(arena.data, a)
