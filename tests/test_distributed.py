@@ -263,7 +263,10 @@ def test_train_distributed_rank0_writes_and_a_single_process_resumes(tmp_path):
 
 
 @needs_mpi
-@pytest.mark.parametrize("flags", [["--epochs", "0"], ["--resume", "/nonexistent/run"]])
+@pytest.mark.parametrize(
+    "flags",
+    [["--epochs", "0"], ["--resume", "/nonexistent/run"], ["--dtype", "bfloat16"]],
+)
 def test_train_distributed_bad_flag_is_one_line_and_exit_2(flags):
     proc = mpirun(
         2,

@@ -204,6 +204,13 @@ def _run(args: Any, argv: list[str], comm: Any) -> int:
     except UsageError as err:
         raise _Shared(str(err)) from None
     run = TrainConfig.from_args(args)
+    scaled = run.loss_scale not in (None, "none")
+    if run.dtype not in ("float32", "float64") or scaled:
+        # The collectives and ZeRO shards carry float32/float64 only.
+        what = f"--dtype {run.dtype}" + (f" and --loss-scale {run.loss_scale}" if scaled else "")
+        raise _Shared(
+            f"--distributed trains float32 or float64 params: {what} are single-process only"
+        )
     # The single-process run's data, model and schedule; its optimizer is
     # rebuilt with the same arguments, distributed.
     setup = build(run)
