@@ -191,7 +191,9 @@ def test_signature_defaults_and_groups_are_torchs(name: str) -> None:
     ours, theirs = getattr(fot, name), getattr(torch.optim, name)
     mine = inspect.signature(ours.__init__).parameters
     ref = inspect.signature(theirs.__init__).parameters
-    assert list(mine) == list(ref)
+    # ferroptim's low-precision options (#14) follow torch's, keyword-only.
+    lowp = ["state_dtype", "master_weights", "stochastic_rounding", "seed"]
+    assert list(mine) == [*ref, *lowp]
     for pname, param in ref.items():
         assert (mine[pname].default, mine[pname].kind) == (param.default, param.kind), pname
     p = [torch.zeros(1, requires_grad=True)]

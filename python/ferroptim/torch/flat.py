@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ferroptim._precision import bfloat16
 from ferroptim.arena import ParamArena
 from ferroptim.exceptions import DtypeError, ParamError
 
@@ -33,6 +34,7 @@ __all__ = ["FlatParams", "flatten", "owner"]
 _GRAD = operator.attrgetter("grad")
 _PTR = operator.methodcaller("data_ptr")
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+_PARAM_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 # A flattened param carries (its FlatParams, its index) in this attribute: the
 # FlatParams lives as long as the model does (a WeakKeyDictionary cannot hold
@@ -52,7 +54,7 @@ def owner(p: Any) -> tuple[FlatParams, int] | None:
 
 def check_tensor(p: Any, what: str) -> None:
     """Refuses what ferroptim.torch cannot update in place: GPU tensors,
-    low-precision and non-float dtypes, non-contiguous layouts."""
+    non-float dtypes, non-contiguous layouts."""
     if not isinstance(p, torch.Tensor):
         raise ParamError(f"{what} must be a torch.Tensor, got {type(p).__name__}")
     if p.device.type != "cpu":
@@ -60,13 +62,13 @@ def check_tensor(p: Any, what: str) -> None:
             f"{what} is on {p.device}: ferroptim.torch updates CPU tensors (GPU tensors are "
             "not verified yet: move the model to the CPU, or use torch.optim on the GPU)"
         )
-    if p.dtype in (torch.float16, torch.bfloat16):
+    if p.dtype not in _PARAM_DTYPES:
         raise DtypeError(
-            f"{what} has dtype {p.dtype}: low-precision params come with the precision issue "
-            "(#14); use float32 or float64 params for now"
+            f"{what} has dtype {p.dtype}: ferroptim.torch takes float32, float64, float16 or "
+            "bfloat16"
         )
-    if p.dtype not in _NUMPY_DTYPES:
-        raise DtypeError(f"{what} has dtype {p.dtype}: ferroptim.torch takes float32 or float64")
+    if p.dtype == torch.bfloat16 and bfloat16() is None:
+        raise DtypeError(f"{what} is bfloat16, which needs ml_dtypes: pip install ml_dtypes")
     if p.layout != torch.strided:
         raise ParamError(f"{what} has layout {p.layout}: only dense (strided) tensors")
     if not p.is_contiguous():
@@ -198,7 +200,8 @@ def flatten(params: Any, dtype: Any = None, check_links: bool = True) -> FlatPar
     if len(dtypes) != 1 or next(iter(dtypes)) not in _NUMPY_DTYPES:
         raise DtypeError(
             f"flatten(): the params have dtypes {sorted(map(str, dtypes))}: one arena holds one "
-            "dtype (float32 or float64); pass dtype= or cast the model first"
+            "dtype (float32 or float64; float16/bfloat16 params step without flatten()); pass "
+            "dtype= or cast the model first"
         )
     np_dtype = _NUMPY_DTYPES[next(iter(dtypes))]
     arena = ParamArena({name: tuple(p.shape) for name, p in named}, np_dtype)

@@ -18,8 +18,10 @@ from typing import Any
 import torch
 
 from ferroptim._compat import check_torch_flags, plain
+from ferroptim._precision import check_precision
 from ferroptim.exceptions import DtypeError, GradError, ParamError, StateDictError
 from ferroptim.torch import flat as _flatten
+from ferroptim.torch import lowp as _lowp
 from ferroptim.torch import state as _state
 from ferroptim.torch.specs import DOCS, SPECS, Spec
 from ferroptim.torch.state import Entry, Member, StateView
@@ -43,6 +45,8 @@ __all__ = [
 ]
 
 _GRAD = operator.attrgetter("grad")
+# The engine checks that a grad's dtype suits its param.
+_GRAD_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _PTR = operator.methodcaller("data_ptr")
 _NOT_HYPERS = ("params", "param_names")
 
@@ -52,8 +56,9 @@ class TorchOptimizer(torch.optim.Optimizer):
 
     ``param_groups``, hooks and ``state_dict``'s format are torch's;
     ``state`` is read from the engine (see :class:`~ferroptim.torch.state.StateView`).
-    Params must be float32 or float64 CPU tensors, contiguous. A param group
-    may carry ``"l1"`` (ferroptim's L1 penalty, default 0).
+    Params must be float32, float64, float16 or bfloat16 CPU tensors,
+    contiguous; grads in the param's dtype (or float32 for 16-bit params). A
+    param group may carry ``"l1"`` (ferroptim's L1 penalty, default 0).
 
     Parameters
     ----------
@@ -61,11 +66,17 @@ class TorchOptimizer(torch.optim.Optimizer):
         Tensors, ``(name, tensor)`` pairs or param-group dicts, as for torch.
     defaults : dict
         The hyperparameters of groups that do not set them.
+    precision : dict, optional
+        ``state_dtype``, ``master_weights``, ``stochastic_rounding`` and ``seed``
+        (see :mod:`ferroptim.torch.lowp`); not in the param groups.
     """
 
     _spec: Spec
 
-    def __init__(self, params: Any, defaults: Mapping[str, Any]) -> None:
+    def __init__(
+        self, params: Any, defaults: Mapping[str, Any], precision: Mapping[str, Any] | None = None
+    ) -> None:
+        self.precision = check_precision(**{**dict(_lowp.KEYWORDS), **(precision or {})})
         check_torch_flags(
             defaults.get("foreach"),
             defaults.get("fused"),
@@ -74,7 +85,7 @@ class TorchOptimizer(torch.optim.Optimizer):
         )
         self._base = {"l1": 0.0, **self._spec.engine_defaults, **self._spec.fixed}
         self._spec.engine.validate_group(self._hypers(defaults))
-        self._engine = self._spec.engine()
+        self._engine = self._new_engine()
         self._entries: list[Entry] = []
         self._member_of: dict[Any, int] = {}  # tensor -> its entry's index
         self._singles: list[Any] = []  # tensors stepped one by one, and where
@@ -88,6 +99,11 @@ class TorchOptimizer(torch.optim.Optimizer):
         super().__init__(params, {**defaults, **self._spec.fixed})
 
     # -- hyperparameters and params ---------------------------------------
+
+    def _new_engine(self) -> Any:
+        engine = self._spec.engine()
+        engine.set_precision(**self.precision)
+        return engine
 
     def _hypers(self, group: Mapping[str, Any]) -> dict[str, Any]:
         """The engine's view of a group: plain numbers, ferroptim's extras."""
@@ -132,7 +148,7 @@ class TorchOptimizer(torch.optim.Optimizer):
             if own is None:
                 n = p.numel()
                 entries.append(
-                    Entry(p.detach().numpy(), gid, [Member(p, 0, n, tuple(p.shape), lab)])
+                    Entry(_lowp.numpy_view(p), gid, [Member(p, 0, n, tuple(p.shape), lab)])
                 )
             else:
                 runs.setdefault(id(own[0]), []).append((own[1], own[0], lab))
@@ -169,9 +185,9 @@ class TorchOptimizer(torch.optim.Optimizer):
             self._singles, (self._entries[i].members[0].label for i in self._single_pos)
         ):
             _flatten.check_tensor(p, f"param {lab}")
-        engine = self._spec.engine()
+        engine = self._new_engine()
         arrays = [
-            e.array if e.flat is not None else e.members[0].tensor.detach().numpy()
+            e.array if e.flat is not None else _lowp.numpy_view(e.members[0].tensor)
             for e in self._entries
         ]
         for gid in range(len(self.param_groups)):
@@ -223,7 +239,7 @@ class TorchOptimizer(torch.optim.Optimizer):
     def _new_grads(self, grads: list[Any]) -> None:
         try:  # the common case, in one comprehension: CPU float grads without autograd
             views = [None if g is None else g.numpy() for g in grads]
-        except (AttributeError, TypeError, RuntimeError):
+        except (AttributeError, TypeError, RuntimeError):  # bfloat16 grads come here
             views = [None if g is None else self._slow_view(g, k) for k, g in enumerate(grads)]
         if len(self._single_pos) == len(self._grads):  # no arena runs: positions 0..n-1
             self._grads = views
@@ -243,12 +259,12 @@ class TorchOptimizer(torch.optim.Optimizer):
         """A NumPy view of a grad that the fast path could not take, or why not."""
         if not isinstance(g, torch.Tensor) or g.layout != torch.strided:
             raise GradError(f"grad of param {lab} must be a dense tensor (sparse grads: no)")
-        if g.device.type != "cpu" or g.dtype not in (torch.float32, torch.float64):
+        if g.device.type != "cpu" or g.dtype not in _GRAD_DTYPES:
             raise DtypeError(
                 f"grad of param {lab} is a {g.dtype} tensor on {g.device}: it must be a "
-                "float32 or float64 CPU tensor, like its param"
+                "CPU tensor of its param's dtype (or float32 for a 16-bit param)"
             )
-        return g.detach().numpy()
+        return _lowp.numpy_view(g)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """As torch's; grads of flattened params are zeroed in place either way
@@ -383,7 +399,7 @@ def _make(spec: Spec) -> type[TorchOptimizer]:
     sig = inspect.Signature(
         [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
         + [P(n, P.POSITIONAL_OR_KEYWORD, default=d) for n, d in spec.positional]
-        + [P(n, P.KEYWORD_ONLY, default=d) for n, d in spec.keyword]
+        + [P(n, P.KEYWORD_ONLY, default=d) for n, d in (*spec.keyword, *_lowp.KEYWORDS)]
     )
 
     def __init__(self: TorchOptimizer, *args: Any, **kwargs: Any) -> None:
@@ -392,14 +408,16 @@ def _make(spec: Spec) -> type[TorchOptimizer]:
         values = dict(bound.arguments)
         del values["self"]
         params = values.pop("params")
-        TorchOptimizer.__init__(self, params, values)
+        precision = {k: values.pop(k) for k, _ in _lowp.KEYWORDS}
+        TorchOptimizer.__init__(self, params, values, precision)
 
     __init__.__signature__ = sig  # type: ignore[attr-defined]
     lines = [
         spec.summary,
         "",
         f"Same signature, defaults, state names and state_dict format as "
-        f"torch.optim.{spec.name}; the step is ferroptim's Rust engine (see TorchOptimizer).",
+        f"torch.optim.{spec.name}; the step is ferroptim's Rust engine (see TorchOptimizer). "
+        "The last four options are ferroptim's low-precision ones (not in the param groups).",
         "",
         "Parameters",
         "----------",
@@ -409,6 +427,16 @@ def _make(spec: Spec) -> type[TorchOptimizer]:
     for name, default in spec.positional + spec.keyword:
         doc = spec.docs.get(name, DOCS[name])
         lines += [f"{name} : {_kind(default)}, default {default!r}", f"    {doc}"]
+    lines += [
+        "state_dtype : str or None, default None",
+        f"    {_lowp.DOCS['state_dtype']}",
+        "master_weights : bool, default True",
+        f"    {_lowp.DOCS['master_weights']}",
+        "stochastic_rounding : bool, default False",
+        f"    {_lowp.DOCS['stochastic_rounding']}",
+        "seed : int, default 0",
+        f"    {_lowp.DOCS['seed']}",
+    ]
     cls = type(
         spec.name,
         (TorchOptimizer,),

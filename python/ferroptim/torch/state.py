@@ -5,7 +5,9 @@ plus the numbers its class's ``AUX`` names (NAdam's ``mu_product``, ASGD's
 ``eta`` and ``mu``). torch keeps, per param tensor, ``{"step": 0-d float
 tensor, number: 0-d float tensor, slot: tensor}`` under the same names. An
 engine param is one tensor, or, in flattened mode, a run of an arena holding
-several tensors (:class:`Member` says where each sits in it).
+several tensors (:class:`Member` says where each sits in it). The
+low-precision options' state (master weights, bfloat16 or 8-bit slots) is
+described in :mod:`ferroptim.torch.lowp`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 
 from ferroptim.exceptions import StateDictError
+from ferroptim.torch import lowp
 
 if TYPE_CHECKING:
     from ferroptim.torch.optim import TorchOptimizer
@@ -87,9 +90,12 @@ def export(opt: TorchOptimizer) -> dict[Any, dict[str, Any]]:
                     continue
                 d[key] = torch.tensor(float(value), dtype=sdt)
             for key, arr in slots.items():
-                part = arr.reshape(-1)[m.lo : m.hi].reshape(m.shape)
+                if key.endswith(lowp.SCALES):  # 8-bit scales: the blocks the member overlaps
+                    part = arr[m.lo // lowp.QBLOCK : -(-m.hi // lowp.QBLOCK)]
+                else:
+                    part = arr.reshape(-1)[m.lo : m.hi].reshape(m.shape)
                 # A run's slice is copied: torch.save would store the whole run per view.
-                d[key] = torch.from_numpy(part.copy() if entry.flat is not None else part)
+                d[key] = lowp.from_numpy(part.copy() if entry.flat is not None else part)
             out[m.tensor] = d
     return out
 
@@ -98,12 +104,13 @@ def as_saved(
     opt: TorchOptimizer, state_dict: Mapping[str, Any], loaded: Mapping[Any, Any]
 ) -> dict[Any, Any]:
     """``loaded`` (torch's load_state_dict result, keyed by param) with the AUX
-    numbers as saved: torch casts them to the param's dtype, which would round
-    a float64 eta or mu_product of a float32 param."""
+    numbers and the tensors as saved: torch casts them to the param's dtype,
+    which would round a float64 eta or mu_product of a float32 param, the
+    float32 master weights or 8-bit scales of a bfloat16 one, and turn bfloat16
+    state or 8-bit codes into floats. ``step`` stays torch's."""
     out = dict(loaded)
-    aux = scalar_names(opt._spec.engine)[1:]
     saved = state_dict.get("state")
-    if not aux or not isinstance(saved, Mapping):
+    if not isinstance(saved, Mapping):
         return out
     # torch has checked that the saved groups hold as many params as ours.
     ids = (i for g in state_dict["param_groups"] for i in g["params"])
@@ -111,19 +118,23 @@ def as_saved(
     for idx, p in zip(ids, params):
         raw, cast = saved.get(idx), out.get(p)
         if isinstance(cast, Mapping) and isinstance(raw, Mapping):
-            out[p] = {**cast, **{k: raw[k] for k in aux if _is_cast_of(cast.get(k), raw.get(k))}}
+            keep = [k for k in cast if k != "step" and _is_cast_of(cast[k], raw.get(k))]
+            out[p] = {**cast, **{k: raw[k] for k in keep}}
     return out
 
 
 def _is_cast_of(cast: Any, raw: Any) -> bool:
     """Whether ``cast`` is torch's cast of ``raw`` (and not, say, a load
-    pre-hook's own value): both one-number tensors, equal in ``cast``'s dtype."""
-    ok = all(isinstance(v, torch.Tensor) and v.numel() == 1 for v in (cast, raw))
-    return ok and bool(raw.detach().cpu().to(cast.dtype) == cast.detach().cpu())
+    pre-hook's own value): tensors of one shape, equal in ``cast``'s dtype."""
+    if not all(isinstance(v, torch.Tensor) for v in (cast, raw)) or cast.shape != raw.shape:
+        return False
+    if cast.dtype == raw.dtype:
+        return cast is raw
+    return torch.equal(raw.detach().cpu().to(cast.dtype), cast.detach().cpu())
 
 
 def _plain_entry(
-    m: Member, value: Any, slots: list[str], scalars: tuple[str, ...]
+    m: Member, value: Any, slots: list[str], scalars: tuple[str, ...], state_dtype: str
 ) -> dict[str, Any]:
     """One member's torch-format state as engine values (floats, NumPy arrays)."""
     if not isinstance(value, Mapping):
@@ -150,7 +161,7 @@ def _plain_entry(
                     raise StateDictError(f"{key} of param {m.label} must be one number")
                 out[key] = v.item()
                 continue
-            v = v.to(m.tensor.dtype).numpy()
+            v = lowp.slot_to_engine(key, v, m.tensor, state_dtype, m.label)
         out[key] = v
     return out
 
@@ -159,11 +170,13 @@ def to_engine(opt: TorchOptimizer, states: Mapping[Any, Any]) -> list[dict[str, 
     """Engine states for every engine param from torch-format states keyed by
     tensor (a param left out starts fresh)."""
     result = []
-    slots = list(opt._spec.engine.state_names)
+    names = list(opt._spec.engine.state_names)
+    slots = [*names, *(n + lowp.SCALES for n in names), lowp.MASTER]
     scalars = scalar_names(opt._spec.engine)
+    sdt = opt.precision["state_dtype"]
     for entry in opt._entries:
         parts = [(m, states.get(m.tensor)) for m in entry.members]
-        parts = [(m, _plain_entry(m, v, slots, scalars) if v else {}) for m, v in parts]
+        parts = [(m, _plain_entry(m, v, slots, scalars, sdt) if v else {}) for m, v in parts]
         if entry.flat is None:
             result.append(parts[0][1])
         else:
@@ -185,7 +198,9 @@ def _merge(parts: list[tuple[Member, dict[str, Any]]]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for key in present[0]:
         values = [st.get(key) for st in present]
-        if any(isinstance(v, np.ndarray) for v in values):
+        if key.endswith(lowp.SCALES):
+            merged[key] = _merge_scales(parts, key)
+        elif any(isinstance(v, np.ndarray) for v in values):
             pieces = []
             for (m, _), v in zip(parts, values):
                 if v is None or np.shape(v) != m.shape:
@@ -202,6 +217,23 @@ def _merge(parts: list[tuple[Member, dict[str, Any]]]) -> dict[str, Any]:
                     f"must be equal, got {sorted(map(str, set(values)))}"
                 )
             merged[key] = values[0]
+    return merged
+
+
+def _merge_scales(parts: list[tuple[Member, dict[str, Any]]], key: str) -> np.ndarray:
+    """A run's 8-bit block scales from its tensors' (each holds the blocks it
+    overlaps; neighbours share the block on their boundary)."""
+    q = lowp.QBLOCK
+    merged = np.zeros(-(-parts[-1][0].hi // q), dtype=np.float32)
+    for m, st in parts:
+        value = np.asarray(st.get(key), dtype=np.float32).reshape(-1)
+        first, last = m.lo // q, -(-m.hi // q)
+        if value.shape != (last - first,):
+            raise StateDictError(
+                f"state {key!r} of param {m.label} holds {value.size} block scales, its place "
+                f"in the flattened run needs {last - first}"
+            )
+        merged[first:last] = value
     return merged
 
 
