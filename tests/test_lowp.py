@@ -69,7 +69,13 @@ def bits(a: np.ndarray) -> np.ndarray:
 def assert_bitwise(got: Any, want: Any, what: str = "") -> None:
     got, want = np.asarray(got), np.asarray(want)
     assert got.dtype == want.dtype and got.shape == want.shape, (what, got.dtype, want.dtype)
-    assert np.array_equal(bits(got), bits(want)), f"{what}: {got!r} != {want!r}"
+    diff = np.flatnonzero(bits(got) != bits(want))
+    if diff.size:
+        i = diff[0]
+        pytest.fail(
+            f"{what}: {diff.size} of {got.size} elements differ, first at flat index {i}: "
+            f"{got.reshape(-1)[i]!r} != {want.reshape(-1)[i]!r}"
+        )
 
 
 def grads_for(rng: np.random.Generator, t: int, shapes=SHAPES) -> list[Any]:

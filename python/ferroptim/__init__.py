@@ -7,6 +7,7 @@
 """
 
 from ferroptim import _precision, exceptions, functional, lr_scheduler, schedules
+from ferroptim._convert import convert_state_dict
 from ferroptim._core import (
     __version__,
     get_num_threads,
@@ -58,6 +59,7 @@ __all__ = [
     "all_finite",
     "clip_grad_norm",
     "clip_grad_value",
+    "convert_state_dict",
     "exceptions",
     "exclude_from_weight_decay",
     "functional",
