@@ -267,6 +267,22 @@ macro_rules! optimizer_class {
                 self.0.step(py, grads, groups, grad_scale)
             }
 
+            /// `step` with grads given by address, for `ferroptim.torch` only:
+            /// each address must be a live, C-contiguous buffer of its param's
+            /// dtype and element count (the caller checks; params are checked here).
+            #[pyo3(signature = (addresses, groups, grad_scale = 1.0))]
+            fn step_addresses_unchecked(
+                &self,
+                py: Python<'_>,
+                addresses: Vec<Option<usize>>,
+                groups: &Bound<'_, PyList>,
+                grad_scale: f64,
+            ) -> PyFerrResult<bool> {
+                // SAFETY: the contract above, kept by ferroptim.torch (it
+                // checks each grad's dtype, size and contiguity and holds it).
+                unsafe { self.0.step_addresses(py, &addresses, groups, grad_scale) }
+            }
+
             // Numbers arrive as objects so a bad one is reported by its option's name.
             #[allow(clippy::too_many_arguments)] // Python keyword arguments
             #[pyo3(signature = (max_grad_norm = None, norm_type = None, clip_value = None, skip_nonfinite = false, ema_decay = None, ema_equal = false))]
