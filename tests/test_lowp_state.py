@@ -485,3 +485,42 @@ def test_int8_state_moved_between_an_arena_and_plain_params_is_read_right_or_ref
     for k in want:
         for slot in ("exp_avg", "exp_avg_sq"):
             assert_bitwise(got[k][slot], want[k][slot], f"{k} {slot}")
+
+
+def test_every_tensor_has_its_own_8_bit_blocks():
+    # After one Adam step m = 0.1·g exactly as in float32, so each block's scale
+    # is the largest |m| of that tensor's own 256 elements: blocks shared
+    # between tensors would show a neighbour's maximum.
+    rng = np.random.default_rng(7)
+    sizes = [1, 5, 255, 256, 257, 600, 3, 1000]
+    params = [np.zeros(n, F32) for n in sizes]
+    ref = [np.zeros(n, F32) for n in sizes]
+    grads = [(rng.standard_normal(n) * 10.0 ** rng.integers(-3, 3)).astype(F32) for n in sizes]
+    opt, ref_opt = fo.Adam(params, state_dtype="int8"), fo.Adam(ref)
+    opt.step(grads)
+    ref_opt.step(grads)
+    for k, n in enumerate(sizes):
+        m = ref_opt.state_dict()["state"][k]["exp_avg"]
+        want = [np.abs(m[lo : lo + QBLOCK]).max() for lo in range(0, n, QBLOCK)]
+        got = opt.state_dict()["state"][k]["exp_avg_absmax"]
+        assert_bitwise(got, np.array(want, F32), f"tensor {k}")
+
+
+def test_bfloat16_state_rounds_stochastically_when_asked():
+    # Adagrad's sum grows by g² = 1e-4 a step from 1: below half a bfloat16 step.
+    n, steps = 4096, 200
+    sums = {}
+    for stochastic in (False, True):
+        p = np.zeros(n, F32)
+        opt = fo.Adagrad(
+            [p],
+            lr=1e-3,
+            initial_accumulator_value=1.0,
+            state_dtype="bfloat16",
+            stochastic_rounding=stochastic,
+        )
+        for _ in range(steps):
+            opt.step([np.full(n, 0.01, F32)])
+        sums[stochastic] = opt.state_dict()["state"][0]["sum"].astype(np.float64)
+    assert np.all(sums[False] == 1.0)  # round to nearest never moves
+    assert abs(sums[True].mean() - (1.0 + steps * 1e-4)) < 4e-3, sums[True].mean()

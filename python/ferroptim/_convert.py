@@ -47,8 +47,9 @@ def convert_state_dict(
         How the returned state stores the slots (None: float32).
     optimizer : Optimizer subclass or instance
         What the state is for: its class says which slots are non-negative
-        (second moments, coded without a sign). Pass the optimizer itself for
-        a ParamArena's 8-bit state, whose neighbouring params share blocks.
+        (second moments, coded without a sign). For a ParamArena's 8-bit
+        state pass the optimizer itself: neighbouring params share blocks,
+        and only it knows where each param starts in its block.
     seed : int, default 0
         Seeds the stochastic rounding of 8-bit codes.
 
