@@ -174,6 +174,7 @@ def _convert_run(
         shape = np.shape(state[m.key][slot])
         entry = out[m.key]
         entry.pop(slot + SCALES_SUFFIX, None)
+        entry.pop("block_offset", None)  # only 8-bit codes sit in blocks
         wide = v.dtype == np.float64  # a float64 param's state stays float64
         dtype = np.float64 if wide else (np.float32 if target == "float32" else bfloat16())
         entry[slot] = v.astype(dtype).reshape(shape)
@@ -198,8 +199,9 @@ def _decode(m: Member, entry: Mapping[str, Any], slot: str, signed: bool) -> np.
         if value.dtype != np.uint8:
             raise StateDictError(f"{what} must hold 8-bit codes (dtype uint8), got {value.dtype}")
         scales = np.ascontiguousarray(entry[slot + SCALES_SUFFIX], dtype=np.float32).reshape(-1)
-        # A param of an arena run starts inside a block: pad it to the block's start.
-        pad = m.lo % QBLOCK
+        # A param of an arena run starts inside a block: pad it to the block's
+        # start (as saved; a hand-made entry: as this optimizer would place it).
+        pad = int(entry.get("block_offset", m.lo % QBLOCK))
         codes = np.concatenate([np.zeros(pad, np.uint8), value.reshape(-1)])
         if scales.size != -(-codes.size // QBLOCK):
             raise StateDictError(
@@ -236,8 +238,11 @@ def _encode_run(
         raise StateDictError(f"state {slot!r} of param {keys}: {err}") from err
     for m, v in zip(run, values):
         entry = out[m.key]
+        entry.pop("block_offset", None)  # set again below for this optimizer's grid
         shape = np.shape(entry[slot])
         entry[slot] = np.asarray(codes)[m.lo : m.lo + v.size].reshape(shape).copy()
         entry[slot + SCALES_SUFFIX] = np.asarray(scales)[
             m.lo // QBLOCK : -(-(m.lo + v.size) // QBLOCK)
         ].copy()
+        if m.lo % QBLOCK:
+            entry["block_offset"] = m.lo % QBLOCK

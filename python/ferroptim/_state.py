@@ -27,12 +27,15 @@ __all__ = ["load_state_dict", "state_dict"]
 # Group keys that are not hyperparameters.
 PARAM_KEYS = ("params", "param_names")
 # Per-param scalars every engine may keep, besides its slots.
-_COUNTS = ("step", "n_averaged")
+_COUNTS = ("step", "n_averaged", "block_offset")
 # master_param: the float32 master weights of float16 params (CUDA engine).
 _COMMON = ("step", "n_averaged", "averaged_param", "master_param")
 # 8-bit state: the key of a slot's per-block scales, and the block size.
 SCALES_SUFFIX = "_absmax"
 QBLOCK = 256
+# 8-bit state of a param that starts inside a block (an arena run's member):
+# how far in, so its codes are never read against another block grid.
+BLOCK_OFFSET = "block_offset"
 # Array dtypes whose values are real numbers the engine can take.
 _REAL_KINDS = "fiu"
 
@@ -78,6 +81,8 @@ def state_dict(opt: Optimizer) -> dict[str, Any]:
             continue
         for m in members:
             entry: dict[str, Any] = {"step": st["step"]}
+            if m.lo % QBLOCK and any(k.endswith(SCALES_SUFFIX) for k in st):
+                entry[BLOCK_OFFSET] = m.lo % QBLOCK
             for slot, values in st.items():
                 if slot.endswith(SCALES_SUFFIX):
                     # 8-bit state: the scales of the blocks the member overlaps.
@@ -242,7 +247,9 @@ def load_state_dict(opt: Optimizer, sd: Mapping[str, Any]) -> None:
             entries = [(k, saved_state.get(saved_key[k])) for k in keys]
             _check_slots_present(opt, gid, hypers, entries, cache)
     states = [
-        _merge_state(opt, [(m, saved_state.get(saved_key[m.key])) for m in members])
+        _merge_state(
+            opt, [(m, _block_grid(opt, m, saved_state.get(saved_key[m.key]))) for m in members]
+        )
         for members in opt._members
     ]
     acc_calls, acc_buffers = _load_accumulation(opt, sd.get("accumulation"), saved_key)
@@ -383,3 +390,24 @@ def _merge_scales(parts: list[tuple[Member, Any]], slot: str) -> np.ndarray:
             )
         merged[first:last] = value
     return merged
+
+
+def _block_grid(opt: Optimizer, m: Member, entry: Any) -> Any:
+    """``entry`` without its ``block_offset``, after checking that its 8-bit
+    codes sit in their blocks as this optimizer's will: a param's codes are
+    only meaningful against the block scales they were coded with."""
+    if not entry:
+        return entry
+    if not any(str(k).endswith(SCALES_SUFFIX) for k in entry):
+        return {k: v for k, v in entry.items() if k != BLOCK_OFFSET}
+    saved = entry.get(BLOCK_OFFSET, 0)
+    ours = m.lo % QBLOCK if opt._arena is not None else 0
+    if saved != ours:
+        raise StateDictError(
+            f"the 8-bit state of param {label(m.key)} was saved starting {saved} elements into "
+            f"a block of {QBLOCK}; here it starts {ours} in: its codes would be read against "
+            "other block scales. Load it into the same layout (the same ParamArena, or plain "
+            "params), or convert it first: fo.convert_state_dict(sd, 'float32', <the saving "
+            "optimizer>), then fo.convert_state_dict(that, 'int8', <this optimizer>)"
+        )
+    return {k: v for k, v in entry.items() if k != BLOCK_OFFSET}

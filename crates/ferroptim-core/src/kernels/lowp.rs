@@ -17,9 +17,9 @@
 //! a float32 scale and one byte per element, an 8-bit float of `x / absmax`
 //! (as in the FP8 and microscaling formats, with a per-block scale):
 //! - signed slots (first moments): a sign bit, 4 exponent and 3 mantissa
-//!   bits, covering `2⁻¹⁵ … 1`; smaller magnitudes become 0;
-//! - non-negative slots (second moments): 4 exponent and 4 mantissa bits,
-//!   covering `2⁻¹⁵ … 1`, and **no positive value is ever coded as 0**: it
+//!   bits: magnitudes `1.125·2⁻¹⁵ … 1` (codes 1..=120); smaller ones become 0;
+//! - non-negative slots (second moments): 4 exponent and 4 mantissa bits:
+//!   `1.0625·2⁻¹⁵ … 1` (codes 1..=240), and **no positive value is ever coded as 0**: it
 //!   becomes at least the smallest code. A second moment rounded to zero
 //!   while the first moment survives would make the step `m / ε` (sparse
 //!   inputs do this), which the 4-bit optimizer-state work warns about.
@@ -157,6 +157,26 @@ pub fn f32_to_f16_stochastic(x: f32, r: u32) -> u16 {
     } else {
         down
     }
+}
+
+/// Asks the CPU to start loading `bytes` bytes from `ptr` into cache: the
+/// next block's memory arrives while this block computes (the mixed pass
+/// does a lot of work per byte, so the hardware prefetcher falls behind).
+#[inline(always)]
+pub fn prefetch(ptr: *const u8, bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let mut at = 0;
+        while at < bytes {
+            // SAFETY: a prefetch is a hint: it never faults, even on an
+            // address outside any allocation.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.wrapping_add(at) as *const i8) };
+            at += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (ptr, bytes);
 }
 
 /// Reads `out.len()` stored elements starting at element `at` into `out`.

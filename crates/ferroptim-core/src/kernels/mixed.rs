@@ -115,6 +115,26 @@ impl<S: Copy> MixedJob<S> {
         )
     }
 
+    /// Prefetches the `n` elements from `at` of every buffer this job streams.
+    #[inline(always)]
+    fn prefetch_block(&self, at: usize, n: usize) {
+        let size = |s: Storage| if s == Storage::F32 { 4 } else { 2 };
+        let (ps, gs) = (size(self.param_storage), size(self.grad_storage));
+        lowp::prefetch(self.param.wrapping_add(at * ps), n * ps);
+        lowp::prefetch((self.grad as *const u8).wrapping_add(at * gs), n * gs);
+        if !self.master.is_null() {
+            lowp::prefetch(self.master.wrapping_add(at) as *const u8, n * 4);
+        }
+        for slot in &self.state {
+            match *slot {
+                SlotPtr::Unused => {}
+                SlotPtr::F32(s) => lowp::prefetch(s.wrapping_add(at) as *const u8, n * 4),
+                SlotPtr::Bf16(s) => lowp::prefetch(s.wrapping_add(at) as *const u8, n * 2),
+                SlotPtr::Int8 { codes, .. } => lowp::prefetch(codes.wrapping_add(at), n),
+            }
+        }
+    }
+
     #[inline(always)]
     unsafe fn apply_blocks<A: Algorithm<Scalars<f32> = S>>(&self, lo: usize, hi: usize) {
         debug_assert_eq!(lo % QBLOCK, 0);
@@ -136,6 +156,9 @@ impl<S: Copy> MixedJob<S> {
             let n = b - a;
             // SAFETY: `[a, b)` lies within `[lo, hi)`, which the caller owns.
             unsafe {
+                if b < hi {
+                    self.prefetch_block(b, (hi - b).min(QBLOCK));
+                }
                 if draws {
                     lowp::randoms(key, a, &mut random[..n]);
                 }
