@@ -121,7 +121,7 @@ impl<S: Copy> MixedJob<S> {
         let size = |s: Storage| if s == Storage::F32 { 4 } else { 2 };
         let (ps, gs) = (size(self.param_storage), size(self.grad_storage));
         lowp::prefetch(self.param.wrapping_add(at * ps), n * ps);
-        lowp::prefetch((self.grad as *const u8).wrapping_add(at * gs), n * gs);
+        lowp::prefetch(self.grad.wrapping_add(at * gs), n * gs);
         if !self.master.is_null() {
             lowp::prefetch(self.master.wrapping_add(at) as *const u8, n * 4);
         }
