@@ -31,6 +31,12 @@ from the state arrays it keeps (:func:`fused_bytes_per_param`). The NumPy
 column exists for the four above; torch's columns for the optimizers torch.optim
 has, in the modes it has.
 
+Every row also shows the state bytes per param of the optimizer it timed
+(its state_dict's arrays over the param count; 8 for float32 Adam). With
+adamw among the optimizers, ``main`` adds the low-precision AdamW cases of
+issue #14 (bfloat16 and int8 state, bfloat16 params) beside torch's fused
+AdamW on float32 and bfloat16 params: see :mod:`ferroptim.bench_lowp`.
+
 The NumPy implementation cannot fuse its ufuncs: each one streams whole
 arrays through memory, so it moves ``NUMPY_BYTES_PER_PARAM`` bytes per param
 (counted ufunc by ufunc in :func:`numpy_impl`) on one thread. On a
