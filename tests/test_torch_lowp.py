@@ -33,7 +33,6 @@ rule (a Rust change).
 from __future__ import annotations
 
 import inspect
-import io
 
 import numpy as np
 import pytest
@@ -43,7 +42,7 @@ ml_dtypes = pytest.importorskip("ml_dtypes")
 fot = pytest.importorskip("ferroptim.torch")
 
 import ferroptim as fo  # noqa: E402
-from ferroptim.exceptions import DtypeError, HyperparameterError, StateDictError  # noqa: E402
+from ferroptim.exceptions import DtypeError, HyperparameterError  # noqa: E402
 from ferroptim.torch.lowp import numpy_view  # noqa: E402
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -366,145 +365,3 @@ def test_the_options_are_keyword_only_outside_the_groups_and_checked_by_name() -
             fot.AdamW([p], **bad)
     with pytest.raises(HyperparameterError, match="state_dtype"):
         fot.Rprop([p], state_dtype="int8")
-
-
-def _through_bytes(sd: dict) -> dict:
-    buf = io.BytesIO()
-    torch.save(sd, buf)
-    buf.seek(0)
-    return torch.load(buf)
-
-
-STATE = [
-    pytest.param("float32", True, id="f32-master"),
-    pytest.param("bfloat16", True, id="bf16-master"),
-    pytest.param("bfloat16", False, id="bf16-nomaster"),
-    pytest.param("int8", True, id="int8-master"),
-    pytest.param("int8", False, id="int8-nomaster"),
-]
-
-
-@pytest.mark.parametrize("state_dtype, master", STATE)
-@pytest.mark.parametrize("dtype", LOW)
-def test_state_dict_format_and_an_exact_round_trip(dtype, state_dtype: str, master: bool) -> None:
-    kw = {"lr": 0.01, "state_dtype": state_dtype, "master_weights": master}
-    shape = (300,)
-    p, q = _pair(dtype, shape)[0], _pair(dtype, shape)[0]
-    o_p = fot.AdamW([p], **kw)
-    for k in range(3):
-        p.grad = _grad(shape, k, dtype)
-        o_p.step()
-    st = o_p.state_dict()["state"][0]
-    slot_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.uint8}
-    assert st["exp_avg"].dtype == slot_dtype[state_dtype] and st["exp_avg"].shape == shape
-    assert ("master_param" in st) == master
-    if master:
-        assert st["master_param"].dtype == torch.float32 and st["master_param"].shape == shape
-    if state_dtype == "int8":
-        assert st["exp_avg_absmax"].dtype == torch.float32 and st["exp_avg_absmax"].shape == (2,)
-    with torch.no_grad():
-        q.copy_(p)
-    o_q = fot.AdamW([q], **kw)
-    o_q.load_state_dict(_through_bytes(o_p.state_dict()))
-    for k in range(3, 6):
-        p.grad = _grad(shape, k, dtype)
-        q.grad = p.grad.clone()
-        o_p.step()
-        o_q.step()
-        assert torch.equal(p, q)
-    for key, value in o_p.state[p].items():
-        assert torch.equal(value, o_q.state[q][key]), key
-
-
-def test_torch_bf16_adamw_state_dicts_load_both_ways() -> None:
-    shape = (1000,)
-    t, u = _pair(torch.bfloat16, shape)[0], _pair(torch.bfloat16, shape)[0]
-    ref = torch.optim.AdamW([t], lr=0.01, fused=True)
-    ours = fot.AdamW([u], lr=0.01, state_dtype="bfloat16", master_weights=False)
-    for k in range(3):
-        t.grad = _grad(shape, k, torch.bfloat16)
-        ref.step()
-    with torch.no_grad():
-        u.copy_(t)
-    ours.load_state_dict(_through_bytes(ref.state_dict()))
-    for key in ("exp_avg", "exp_avg_sq"):
-        assert torch.equal(ours.state[u][key], ref.state[t][key])
-    back = torch.optim.AdamW([torch.nn.Parameter(u.detach().clone())], lr=0.01, fused=True)
-    back.load_state_dict(_through_bytes(ours.state_dict()))
-    (bp,) = back.param_groups[0]["params"]
-    for key in ("step", "exp_avg", "exp_avg_sq"):
-        assert torch.equal(back.state[bp][key], ref.state[t][key])
-    # The default (float32 state, master weights) widens torch's bfloat16 moments.
-    wide = fot.AdamW([torch.nn.Parameter(u.detach().clone())], lr=0.01)
-    wide.load_state_dict(ref.state_dict())
-    (wp,) = wide.param_groups[0]["params"]
-    assert wide.state[wp]["exp_avg"].dtype == torch.float32
-    assert torch.equal(wide.state[wp]["exp_avg"], ref.state[t]["exp_avg"].float())
-
-
-@pytest.mark.parametrize("target", ["bfloat16", "int8"])
-def test_narrowing_the_state_is_refused_by_name_and_changes_nothing(target: str) -> None:
-    p = _pair(torch.bfloat16, (300,))[0]
-    src = fot.AdamW([p], lr=0.01)
-    p.grad = _grad(p.shape, 0, torch.bfloat16)
-    src.step()
-    dst = fot.AdamW([p], lr=0.02, state_dtype=target)
-    p.grad = _grad(p.shape, 1, torch.bfloat16)
-    dst.step()
-    before = {k: v.clone() for k, v in dst.state[p].items()}
-    with pytest.raises(StateDictError, match="exp_avg"):
-        dst.load_state_dict(src.state_dict())
-    assert dst.param_groups[0]["lr"] == 0.02
-    for key, value in dst.state[p].items():
-        assert torch.equal(value, before[key]), key
-
-
-def test_int8_state_of_a_flattened_model_round_trips_per_tensor() -> None:
-    def model() -> torch.nn.Module:
-        torch.manual_seed(0)
-        return torch.nn.Sequential(torch.nn.Linear(30, 20), torch.nn.Linear(20, 7))
-
-    m1, m2 = model(), model()
-    fot.flatten(m1)
-    o1 = fot.AdamW(m1.parameters(), lr=0.01, state_dtype="int8")
-    x = torch.randn(16, 30)
-    for _ in range(3):
-        o1.zero_grad()
-        m1(x).square().mean().backward()
-        o1.step()
-    sd = o1.state_dict()
-    # (600, 20, 140, 7) elements from offset 0: each tensor holds the blocks it overlaps.
-    scales = [tuple(s["exp_avg_absmax"].shape) for s in sd["state"].values()]
-    assert scales == [(3,), (1,), (1,), (1,)]
-    fot.flatten(m2)
-    with torch.no_grad():
-        for a, b in zip(m1.parameters(), m2.parameters()):
-            b.copy_(a)
-    o2 = fot.AdamW(m2.parameters(), lr=0.01, state_dtype="int8")
-    o2.load_state_dict(_through_bytes(sd))
-    for o, m in ((o1, m1), (o2, m2)):
-        o.zero_grad()
-        m(x).square().mean().backward()
-        o.step()
-    for a, b in zip(m1.parameters(), m2.parameters()):
-        assert torch.equal(a, b)
-
-
-def test_stochastic_rounding_is_seeded_and_resumes_the_same_bits() -> None:
-    def run(seed: int, resume_at: int | None = None) -> torch.Tensor:
-        p = _pair(torch.bfloat16, (1000,))[0]
-        kw = {"lr": 1e-3, "master_weights": False, "stochastic_rounding": True, "seed": seed}
-        opt = fot.AdamW([p], **kw)
-        for k in range(6):
-            if k == resume_at:
-                sd = _through_bytes(opt.state_dict())
-                opt = fot.AdamW([p], **kw)
-                opt.load_state_dict(sd)
-            p.grad = _grad(p.shape, k, torch.bfloat16)
-            opt.step()
-        return p.detach().clone()
-
-    first = run(1)
-    assert torch.equal(first, run(1))
-    assert torch.equal(first, run(1, resume_at=3))
-    assert not torch.equal(first, run(2))

@@ -176,12 +176,29 @@ def to_engine(opt: TorchOptimizer, states: Mapping[Any, Any]) -> list[dict[str, 
     sdt = opt.precision["state_dtype"]
     for entry in opt._entries:
         parts = [(m, states.get(m.tensor)) for m in entry.members]
+        if sdt != "float32":  # torch's Adagrad state before a step: the engine makes its own
+            parts = [(m, {} if _is_initial(opt, entry, v) else v) for m, v in parts]
         parts = [(m, _plain_entry(m, v, slots, scalars, sdt) if v else {}) for m, v in parts]
         if entry.flat is None:
             result.append(parts[0][1])
         else:
             result.append(_merge(parts))
     return result
+
+
+def _is_initial(opt: TorchOptimizer, entry: Entry, value: Any) -> bool:
+    """Whether ``value`` is the state torch's Adagrad makes before any step
+    (``step`` 0, the accumulator full of ``initial_accumulator_value``)."""
+    init = opt._spec.initial_state
+    if init is None or not isinstance(value, Mapping) or set(value) != {"step", init[0]}:
+        return False
+    step, acc = value["step"], value[init[0]]
+    start = float(opt.param_groups[entry.group][init[1]])
+    return (
+        isinstance(acc, torch.Tensor)
+        and float(step) == 0
+        and bool((acc.detach().cpu() == start).all())  # start in acc's dtype
+    )
 
 
 def _merge(parts: list[tuple[Member, dict[str, Any]]]) -> dict[str, Any]:
