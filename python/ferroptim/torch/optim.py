@@ -239,8 +239,11 @@ class TorchOptimizer(torch.optim.Optimizer):
     def _new_grads(self, grads: list[Any]) -> None:
         try:  # the common case, in one comprehension: CPU float grads without autograd
             views = [None if g is None else g.numpy() for g in grads]
-        except (AttributeError, TypeError, RuntimeError):  # bfloat16 grads come here
-            views = [None if g is None else self._slow_view(g, k) for k, g in enumerate(grads)]
+        except (AttributeError, TypeError, RuntimeError):
+            try:  # bfloat16 grads: torch's numpy() refuses them, an int16 view does not
+                views = [None if g is None else _lowp.numpy_view(g) for g in grads]
+            except (AttributeError, TypeError, RuntimeError):  # name the culprit
+                views = [None if g is None else self._slow_view(g, k) for k, g in enumerate(grads)]
         if len(self._single_pos) == len(self._grads):  # no arena runs: positions 0..n-1
             self._grads = views
         else:
