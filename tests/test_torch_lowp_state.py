@@ -141,6 +141,12 @@ def test_int8_state_of_a_flattened_model_round_trips_per_tensor() -> None:
     # (600, 20, 140, 7) elements from offset 0: each tensor holds the blocks it overlaps.
     scales = [tuple(s["exp_avg_absmax"].shape) for s in sd["state"].values()]
     assert scales == [(3,), (1,), (1,), (1,)]
+    # 600 + 20 + 140: the last three start 88, 108 and 248 elements into a block.
+    offsets = [float(s.get("block_offset", 0)) for s in sd["state"].values()]
+    assert offsets == [0, 88, 108, 248]
+    plain = model()
+    with pytest.raises(StateDictError, match="block_offset|starting 88 elements"):
+        fot.AdamW(plain.parameters(), lr=0.01, state_dtype="int8").load_state_dict(sd)
     fot.flatten(m2)
     with torch.no_grad():
         for a, b in zip(m1.parameters(), m2.parameters()):

@@ -13,7 +13,9 @@ for bfloat16 params):
 - ``state_dtype="bfloat16"``: each slot a bfloat16 tensor;
 - ``state_dtype="int8"``: each slot a uint8 tensor of codes of the param's
   shape, and ``<slot>_absmax`` a 1-d float32 tensor, one scale per block of
-  256 elements.
+  256 elements it overlaps; a flattened tensor that starts inside a block
+  also has ``block_offset`` (how far in, a 0-d tensor), and loads only where
+  it starts as far in (the same flatten() layout).
 
 Loading takes these as saved (not as torch's cast to the param's dtype).
 Float slots are widened to the state's float type where that loses nothing
@@ -33,6 +35,7 @@ from ferroptim._precision import bfloat16
 from ferroptim.exceptions import DtypeError, StateDictError
 
 __all__ = [
+    "BLOCK_OFFSET",
     "DOCS",
     "KEYWORDS",
     "LOW",
@@ -47,6 +50,7 @@ __all__ = [
 LOW = (torch.float16, torch.bfloat16)
 MASTER = "master_param"
 SCALES = "_absmax"  # suffix of an 8-bit slot's per-block scales
+BLOCK_OFFSET = "block_offset"  # where a flattened tensor's 8-bit codes start in a block
 QBLOCK = 256  # elements per scale (the engine's block)
 
 #: The options every ferroptim.torch class takes besides torch's, keyword-only.

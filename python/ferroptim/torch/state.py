@@ -89,6 +89,10 @@ def export(opt: TorchOptimizer) -> dict[Any, dict[str, Any]]:
                 if key == "step" or isinstance(value, np.ndarray):
                     continue
                 d[key] = torch.tensor(float(value), dtype=sdt)
+            if m.lo % lowp.QBLOCK and any(k.endswith(lowp.SCALES) for k in slots):
+                # 8-bit codes of a tensor that starts inside a block: where, so
+                # they are never read against another block grid.
+                d[lowp.BLOCK_OFFSET] = torch.tensor(float(m.lo % lowp.QBLOCK), dtype=sdt)
             for key, arr in slots.items():
                 if key.endswith(lowp.SCALES):  # 8-bit scales: the blocks the member overlaps
                     part = arr[m.lo // lowp.QBLOCK : -(-m.hi // lowp.QBLOCK)]
@@ -172,18 +176,38 @@ def to_engine(opt: TorchOptimizer, states: Mapping[Any, Any]) -> list[dict[str, 
     result = []
     names = list(opt._spec.engine.state_names)
     slots = [*names, *(n + lowp.SCALES for n in names), lowp.MASTER]
-    scalars = scalar_names(opt._spec.engine)
+    scalars = (*scalar_names(opt._spec.engine), lowp.BLOCK_OFFSET)
     sdt = opt.precision["state_dtype"]
     for entry in opt._entries:
         parts = [(m, states.get(m.tensor)) for m in entry.members]
         if sdt != "float32":  # torch's Adagrad state before a step: the engine makes its own
             parts = [(m, {} if _is_initial(opt, entry, v) else v) for m, v in parts]
         parts = [(m, _plain_entry(m, v, slots, scalars, sdt) if v else {}) for m, v in parts]
+        parts = [(m, _block_grid(entry, m, st)) for m, st in parts]
         if entry.flat is None:
             result.append(parts[0][1])
         else:
             result.append(_merge(parts))
     return result
+
+
+def _block_grid(entry: Entry, m: Member, st: dict[str, Any]) -> dict[str, Any]:
+    """``st`` without ``block_offset``, after checking that its 8-bit codes sit
+    in their blocks as they will here (codes only mean something against the
+    block scales they were coded with)."""
+    saved = st.pop(lowp.BLOCK_OFFSET, 0)
+    if not any(k.endswith(lowp.SCALES) for k in st):
+        return st
+    ours = m.lo % lowp.QBLOCK
+    if saved != ours:
+        where = "a flattened run" if entry.flat is not None else "a tensor of its own"
+        raise StateDictError(
+            f"the 8-bit state of param {m.label} was saved starting {saved:g} elements into a "
+            f"block of {lowp.QBLOCK}; here ({where}) it starts {ours} in: its codes would be "
+            "read against other block scales. Load it with the same flatten() layout, or save "
+            "it with state_dtype='float32' first"
+        )
+    return st
 
 
 def _is_initial(opt: TorchOptimizer, entry: Entry, value: Any) -> bool:
