@@ -71,14 +71,15 @@ def test_transfer_freezes_then_fine_tunes(torch: Any) -> None:
     X5, y5 = X[y >= 5][:40], y[y >= 5][:40] - 5
     trainer = transfer.fine_tune(base, X5, y5, (2, 2), seed=0, lr=3e-3, after_frozen=after_frozen)
     # Phase 1 left the whole conv base as pretrained; phase 2 moved it at a
-    # 10x lower lr than the new head.
+    # lower lr than the new head.
     start = base.features.state_dict()
     for name, value in seen["features"].items():
         assert torch.equal(value, start[name]), name
     end = trainer.model.module.features.state_dict()
     assert all(float((end[k] - start[k]).abs().max()) > 0 for k in start)
     lrs = [g["lr"] for g in trainer.optimizer.param_groups]
-    assert lrs == seen["lrs"] == pytest.approx([3e-4, 3e-4, 3e-3])
+    assert transfer.BASE_LR_FACTOR < 1
+    assert lrs == seen["lrs"] == pytest.approx([3e-3 * transfer.BASE_LR_FACTOR] * 2 + [3e-3])
 
 
 def test_transfer_first_block_only(torch: Any) -> None:
@@ -109,19 +110,87 @@ def test_shift_augment_keeps_labels_and_shifts_by_one_pixel() -> None:
     assert not Xa[0, 0, 0].any() and not Xa[0, 0, :, 0].any()  # zero-filled
 
 
+def test_jitter_augment_keeps_originals_and_labels() -> None:
+    transfer = _example("transfer_digits")
+    X = _example("cnn_digits").load_digits_images(0)["X_train"][:6]
+    y = np.arange(6)
+    Xa, ya = transfer.jitter_augment(X, y, copies=3, seed=0)
+    assert Xa.shape == (18, 1, 8, 8) and Xa.dtype == X.dtype and list(ya) == list(y) * 3
+    assert np.array_equal(Xa[:6], X)  # the originals first
+    assert all(not np.array_equal(Xa[i], Xa[i % 6]) for i in range(6, 18))  # all moved
+    assert np.array_equal(Xa, transfer.jitter_augment(X, y, copies=3, seed=0)[0])  # seeded
+    # Small moves: the ink stays in [0, 1], about as much of it, about where it was.
+    assert Xa.min() >= 0 and Xa.max() <= 1
+
+    def centre(image: np.ndarray) -> np.ndarray:
+        rows, cols = np.mgrid[:8, :8]
+        return np.array([(image * rows).sum(), (image * cols).sum()]) / image.sum()
+
+    for i in range(6, 18):
+        original, moved = X[i % 6, 0], Xa[i, 0]
+        assert 0.5 < moved.sum() / original.sum() < 1.5
+        assert np.abs(centre(moved) - centre(original)).max() < 2.5
+
+
+def test_dihedral_augment_labels_digit_and_symmetry() -> None:
+    transfer = _example("transfer_digits")
+    X = np.arange(2 * 64, dtype=np.float32).reshape(2, 1, 8, 8)
+    Xa, ya = transfer.dihedral_augment(X, np.array([3, 4]))
+    assert Xa.shape == (16, 1, 8, 8) and Xa.flags.c_contiguous
+    assert list(ya) == [3 * 8 + t if i == 0 else 4 * 8 + t for t in range(8) for i in (0, 1)]
+    assert np.array_equal(Xa[0], X[0])  # t = 0: as is
+    assert np.array_equal(Xa[2, 0], np.rot90(X[0, 0]))  # t = 1: a quarter turn
+    assert np.array_equal(Xa[8, 0], X[0, 0].T)  # t = 4: transposed
+    assert len({a.tobytes() for a in Xa[::2]}) == 8  # 8 distinct poses
+
+
+def test_transfer_pretrains_on_digit_and_pose(torch: Any) -> None:
+    transfer = _example("transfer_digits")
+    data = _example("cnn_digits").load_digits_images(0)
+    X, y = data["X_train"], data["y_train"]
+    base, acc = transfer.pretrain(X[y < 5][:64], y[y < 5][:64], epochs=1, seed=0)
+    assert base.head[-1].out_features == 40  # 5 digits x 8 symmetries
+    assert 0 <= acc <= 1
+
+
+def test_transfer_control_fine_tunes_a_random_base(
+    torch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transfer = _example("transfer_digits")
+    data = _example("cnn_digits").load_digits_images(0)
+    X, y = data["X_train"], data["y_train"]
+    base, _ = transfer.pretrain(X[y < 5][:64], y[y < 5][:64], epochs=1, seed=0)
+    bases: list[Any] = []
+    real = transfer.fine_tune
+
+    def spy(b: Any, *args: Any, **kwargs: Any) -> Any:
+        bases.append(b)
+        return real(b, *args, **kwargs)
+
+    monkeypatch.setattr(transfer, "fine_tune", spy)
+    run = transfer.run_seed(0, 2, base, (1, 1))
+    # Cross-validation and the transfer arm use the pretrained base; the
+    # last call, the control, the same recipe on a fresh random one.
+    assert all(b is base for b in bases[:-1]) and bases[-1] is not base
+    w = bases[-1].features[0].weight
+    assert not torch.equal(w, base.features[0].weight)
+    assert 0 <= run["random_base"] <= 1 and 0 <= run["random_base_frozen_phase_only"] <= 1
+
+
 def test_transfer_quick_run() -> None:
     result = _example("transfer_digits").main(quick=True)
     assert result["seeds"] == 1
-    assert result["pretrain_val_accuracy"][0] >= 0.9  # 0-4, 2 epochs
+    assert result["pretrain_val_accuracy"][0] >= 0.8  # 0-4 (chance 0.2), 1 epoch; full: >= 0.97
     run = result["sizes"]["10"]
-    # Far above chance (0.2). This cannot tell pretrained features from
-    # random ones (a frozen random conv base scores as well here); that the
-    # pretrained weights are loaded and frozen is tested above.
+    # Far above chance (0.2). Whether the pretrained base beats a random one
+    # is a question for the full run (docs/examples.md), not for 6 epochs;
+    # that the pretrained weights are loaded and frozen is tested above.
     assert run["transfer_frozen_phase_only_mean"] >= 0.7
     assert run["transfer_mean"] >= 0.7
     assert run["from_scratch_mean"] >= 0.7
+    assert run["random_base_mean"] >= 0.5
     chosen = run["per_seed"][0]["chosen"]
-    assert chosen["transfer_blocks"] in (1, 2) and chosen["scratch_lr"] in (1e-3, 3e-3, 1e-2)
+    assert chosen["transfer_blocks"] == 2 and chosen["scratch_lr"] in (1e-3, 3e-3, 1e-2)
 
 
 def test_search_runs_each_sampler() -> None:
