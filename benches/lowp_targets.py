@@ -17,7 +17,9 @@ d. accuracy: ``ferroptim train`` (the digits MLP, its defaults) over 5 seeds,
    stochastic rounding without them);
 e. a longer run: a 4-hidden-layer MLP regression on scikit-learn's
    make_friedman1 (>= 2000 steps) for each variant, the final training loss
-   relative to float32, and the loss curves in one PNG (``--png``).
+   relative to float32, and the loss curves in one PNG (``--png``);
+k. (not by default) each ferroptim variant's compute cost alone: one thread,
+   a cache-resident tensor, ns per param.
 
 Run from the repository root, e.g. ``nice -n 10 python benches/lowp_targets.py --parts d,e``.
 """
@@ -138,6 +140,34 @@ def part_b(numel: int = NUMEL, threads: int = 2, rounds: int = 20, budget: float
             )
     out += ["", legend(rows)]
     return "\n".join(out)
+
+
+def part_k(numel: int = 1 << 16, loops: int = 50, repeats: int = 31) -> str:
+    """One thread, a tensor that stays in cache: each variant's compute cost alone,
+    to set beside part b's 16M times (memory and compute together)."""
+    threads = fo.get_num_threads()
+    fo.set_num_threads(1)
+    lines = [
+        f"one thread, one tensor of {numel} params (cache-resident), best of {repeats} "
+        f"loops of {loops} steps\n",
+        "| implementation | ns/param |",
+        "|---|---:|",
+    ]
+    try:
+        for v in (*bench_lowp.VARIANTS[2:], BF16_LIKE_TORCH):
+            step = bench_lowp.make_variant(v, numel)
+            for _ in range(loops):
+                step()
+            best = float("inf")
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                for _ in range(loops):
+                    step()
+                best = min(best, (time.perf_counter() - t0) / loops)
+            lines.append(f"| {v.name} | {1e9 * best / numel:.2f} |")
+    finally:
+        fo.set_num_threads(threads)
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- c
@@ -418,7 +448,9 @@ def machine() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", default="a,b,c,d,e", help="comma-separated among a,b,c,d,e")
+    parser.add_argument(
+        "--parts", default="a,b,c,d,e", help="comma-separated among a,b,c,d,e (and k)"
+    )
     parser.add_argument("--numel", type=int, default=NUMEL, help="params of parts a and b")
     parser.add_argument("--threads", type=int, default=2, help="threads of part b, both libraries")
     parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds of part b")
@@ -430,9 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png", type=Path, default=Path("docs/lowp_curves.png"), help="e's plot")
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    bad = [p for p in parts if p not in "abcde" or len(p) != 1]
+    bad = [p for p in parts if p not in "abcdek" or len(p) != 1]
     if bad:
-        parser.error(f"--parts: unknown part(s) {bad}; choose among a,b,c,d,e")
+        parser.error(f"--parts: unknown part(s) {bad}; choose among a,b,c,d,e,k")
     print(f"machine: {machine()}\n")
     titles = {
         "a": "(a) state bytes per param",
@@ -440,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         "c": "(c) memory",
         "d": "(d) accuracy, digits MLP (`ferroptim train`)",
         "e": "(e) longer run",
+        "k": "(k) compute cost in cache, one thread",
     }
     for part in parts:
         t0 = time.perf_counter()
@@ -451,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
             text = part_c(args.memory_numel)
         elif part == "d":
             text = part_d(args.seeds)
+        elif part == "k":
+            text = part_k()
         else:
             text = part_e(args.png, args.long_seeds, args.steps)
         print(f"### {titles[part]}\n\n{text}\n\n({time.perf_counter() - t0:.0f} s)\n", flush=True)
