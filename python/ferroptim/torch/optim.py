@@ -48,6 +48,9 @@ _GRAD = operator.attrgetter("grad")
 # The engine checks that a grad's dtype suits its param.
 _GRAD_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _PTR = operator.methodcaller("data_ptr")
+_CONTIGUOUS = operator.methodcaller("is_contiguous")
+_NUMEL = operator.methodcaller("numel")
+_DTYPE = operator.attrgetter("dtype")
 _NOT_HYPERS = ("params", "param_names")
 
 
@@ -92,6 +95,7 @@ class TorchOptimizer(torch.optim.Optimizer):
         self._single_pos: list[int] = []  # their grads go in the engine's list
         self._ptrs: list[int] = []
         self._gcache: list[Any] = []  # the grad objects the views below were made of
+        self._meta: tuple[list[Any], list[int]] | None = None  # the singles' dtypes and sizes
         self._grads: list[Any] = []  # the engine's grads list (views, None, arena slices)
         self._flats: list[Any] = []
         self._pending: dict[Any, Any] = {}
@@ -168,6 +172,7 @@ class TorchOptimizer(torch.optim.Optimizer):
                 self._member_of[m.tensor] = base + k
             if e.flat is None:
                 self._singles.append(e.members[0].tensor)
+                self._meta = None
                 self._single_pos.append(base + k)
                 self._ptrs.append(e.members[0].tensor.data_ptr())
                 self._gcache.append(None)
@@ -207,6 +212,7 @@ class TorchOptimizer(torch.optim.Optimizer):
             e.array = a
         self._ptrs = [p.data_ptr() for p in self._singles]
         self._gcache = [None] * len(self._singles)
+        self._meta = None
         for pos in self._single_pos:
             self._grads[pos] = None
 
@@ -230,11 +236,34 @@ class TorchOptimizer(torch.optim.Optimizer):
         if list(map(_PTR, self._singles)) != self._ptrs:
             self._rebuild()
         grads = list(map(_GRAD, self._singles))
-        if not all(map(operator.is_, grads, self._gcache)):
-            self._new_grads(grads)
-        self._engine.step(self._grads, [self._hypers(g) for g in self.param_groups])
+        groups = [self._hypers(g) for g in self.param_groups]
+        addresses = self._addresses(grads)
+        if addresses is not None:
+            self._engine.step_addresses_unchecked(addresses, groups)
+        else:
+            if not all(map(operator.is_, grads, self._gcache)):
+                self._new_grads(grads)
+            self._engine.step(self._grads, groups)
         self._snap = None
         return loss
+
+    def _addresses(self, grads: list[Any]) -> list[int] | None:
+        """The grads' addresses if each is a dense contiguous tensor of its param's
+        dtype and size (60 ns a ``data_ptr()`` against 1 µs a NumPy view), else None."""
+        if len(self._single_pos) != len(self._grads) or not grads:
+            return None  # flattened runs have no per-tensor work to save
+        if self._meta is None:
+            self._meta = (list(map(_DTYPE, self._singles)), list(map(_NUMEL, self._singles)))
+        dtypes, sizes = self._meta
+        try:
+            # `None` grads or sparse ones raise here: the general path handles them.
+            if not all(map(_CONTIGUOUS, grads)):
+                return None
+            if list(map(_DTYPE, grads)) != dtypes or list(map(_NUMEL, grads)) != sizes:
+                return None
+            return list(map(_PTR, grads))
+        except (AttributeError, TypeError, RuntimeError):
+            return None
 
     def _new_grads(self, grads: list[Any]) -> None:
         try:  # the common case, in one comprehension: CPU float grads without autograd

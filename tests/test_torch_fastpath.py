@@ -1,0 +1,72 @@
+"""ferroptim.torch reads grads by address when it can (``_addresses``): the
+same numbers as the NumPy-view path, and every grad it cannot read that way
+goes through the checked path instead."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import ferroptim.torch as fot  # noqa: E402
+from ferroptim.exceptions import GradError  # noqa: E402
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+
+
+def _train(opt_cls, steps: int, grads_as: str) -> list[np.ndarray]:
+    model = _model()
+    opt = opt_cls(model.parameters(), lr=0.01)
+    calls = {"fast": 0}
+    real = opt._engine.step_addresses_unchecked
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(real.__self__, name)
+
+        def step_addresses_unchecked(self, *args, **kw):
+            calls["fast"] += 1
+            return real(*args, **kw)
+
+    opt._engine = Spy()
+    x = torch.randn(16, 7, generator=torch.Generator().manual_seed(1))
+    for _ in range(steps):
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        if grads_as == "transposed":
+            for p in model.parameters():
+                if p.ndim == 2:  # same values, strided memory: not readable in place
+                    p.grad = p.grad.t().contiguous().t()
+        opt.step()
+    return [p.detach().numpy().copy() for p in model.parameters()], calls["fast"]
+
+
+@pytest.mark.parametrize("opt_cls", [fot.AdamW, fot.SGD, fot.NAdam])
+def test_grads_read_by_address_give_the_same_numbers_as_views(opt_cls):
+    fast, n_fast = _train(opt_cls, 5, "autograd")
+    slow, n_slow = _train(opt_cls, 5, "transposed")
+    assert n_fast == 5 and n_slow == 0
+    for a, b in zip(fast, slow):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_grad_sharing_memory_with_its_param_is_refused_on_the_fast_path():
+    p = torch.nn.Parameter(torch.zeros(4))
+    opt = fot.SGD([p], lr=0.1)
+    p.grad = p.detach()  # contiguous, right dtype and size: only the address check can catch it
+    with pytest.raises(GradError, match="shares memory"):
+        opt.step()
+    assert torch.equal(p.detach(), torch.zeros(4))
+
+
+def test_a_shrunk_grad_is_not_read_past_its_end():
+    p = torch.nn.Parameter(torch.zeros(6))
+    opt = fot.SGD([p], lr=0.1)
+    p.grad = torch.ones(6)
+    p.grad.resize_(3)  # numel 3 now: the fast path must not read 6 elements
+    with pytest.raises(GradError, match="shape"):
+        opt.step()
+    assert torch.equal(p.detach(), torch.zeros(6))
