@@ -379,3 +379,25 @@ def test_main_with_adamw_prints_the_low_precision_cases(monkeypatch, capsys):
     assert "low precision, adamw, 1 x 4096" in out
     assert "| 1 x 4096 | ferroptim bf16, int8 state, SR |" in out
     assert "| 1 x 100 f32 | adamw | ferroptim |" in out
+
+
+def test_low_precision_cases_without_ml_dtypes_keep_the_float32_ones(monkeypatch):
+    from ferroptim import bench_lowp
+
+    real = bench_lowp._np_dtype
+
+    def no_bfloat16(name):
+        if name == "bfloat16":
+            raise ImportError("no ml_dtypes")
+        return real(name)
+
+    monkeypatch.setattr(bench_lowp, "_np_dtype", no_bfloat16)
+    made = [v.name for v in bench_lowp.VARIANTS if bench_lowp.make_variant(v, 300) is not None]
+    expected = ["ferroptim f32", "ferroptim f32, int8 state"]
+    try:
+        import torch  # noqa: F401
+
+        expected.insert(0, "torch fused f32")
+    except ImportError:
+        pass
+    assert made == expected  # bfloat16 state needs ml_dtypes too: left out, not an error

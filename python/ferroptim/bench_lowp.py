@@ -150,8 +150,9 @@ def make_variant(variant: Variant, numel: int) -> Callable[[], None] | None:
 
     try:
         pdt, gdt = _np_dtype(variant.param), _np_dtype(variant.grad)
+        _np_dtype(variant.options.get("state_dtype", "float32").replace("int8", "float32"))
     except ImportError:
-        return None
+        return None  # bfloat16 needs ml_dtypes
     params, grads = bench._data(bench.Case(f"1 x {numel} f32", [(numel,)]))
     if variant.impl == "ferroptim":
         import ferroptim as fo
