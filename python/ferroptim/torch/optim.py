@@ -23,7 +23,7 @@ from ferroptim.exceptions import DtypeError, GradError, ParamError, StateDictErr
 from ferroptim.torch import flat as _flatten
 from ferroptim.torch import lowp as _lowp
 from ferroptim.torch import state as _state
-from ferroptim.torch.specs import DOCS, SPECS, Spec
+from ferroptim.torch.specs import DOCS, SPECS, Spec, numpydoc_type
 from ferroptim.torch.state import Entry, Member, StateView
 
 __all__ = [
@@ -96,6 +96,7 @@ class TorchOptimizer(torch.optim.Optimizer):
         self._ptrs: list[int] = []
         self._gcache: list[Any] = []  # the grad objects the views below were made of
         self._meta: tuple[list[Any], list[int]] | None = None  # the singles' dtypes and sizes
+        self._last: list[Any] = []  # the previous step's grad objects
         self._grads: list[Any] = []  # the engine's grads list (views, None, arena slices)
         self._flats: list[Any] = []
         self._pending: dict[Any, Any] = {}
@@ -237,11 +238,15 @@ class TorchOptimizer(torch.optim.Optimizer):
             self._rebuild()
         grads = list(map(_GRAD, self._singles))
         groups = [self._hypers(g) for g in self.param_groups]
-        addresses = self._addresses(grads)
+        # New grads each step (torch's default): by address; the same ones again: views.
+        fresh = not all(map(operator.is_, grads, self._gcache))
+        again = len(self._last) == len(grads) and all(map(operator.is_, grads, self._last))
+        self._last = grads
+        addresses = self._addresses(grads) if fresh and not again else None
         if addresses is not None:
             self._engine.step_addresses_unchecked(addresses, groups)
         else:
-            if not all(map(operator.is_, grads, self._gcache)):
+            if fresh:
                 self._new_grads(grads)
             self._engine.step(self._grads, groups)
         self._snap = None
@@ -249,9 +254,9 @@ class TorchOptimizer(torch.optim.Optimizer):
 
     def _addresses(self, grads: list[Any]) -> list[int] | None:
         """The grads' addresses if each is a dense contiguous tensor of its param's
-        dtype and size (60 ns a ``data_ptr()`` against 1 µs a NumPy view), else None."""
+        dtype and size (60 ns a ``data_ptr()``, 1 µs a NumPy view), else None."""
         if len(self._single_pos) != len(self._grads) or not grads:
-            return None  # flattened runs have no per-tensor work to save
+            return None  # flattened runs: no per-tensor work to save
         if self._meta is None:
             self._meta = (list(map(_DTYPE, self._singles)), list(map(_NUMEL, self._singles)))
         dtypes, sizes = self._meta
@@ -316,6 +321,7 @@ class TorchOptimizer(torch.optim.Optimizer):
         if set_to_none:
             # Drop the cached views too: they would keep the old grads' memory alive.
             self._gcache = [None] * len(self._singles)
+            self._last = []
             for pos in self._single_pos:
                 self._grads[pos] = None
         for e in self._entries:
@@ -415,17 +421,6 @@ def _runs(gid: int, items: list[tuple[int, Any, str]]) -> list[Entry]:
     return entries
 
 
-def _kind(default: Any) -> str:
-    """The numpydoc type of a hyperparameter, from its default."""
-    if default is None:
-        return "bool or None"
-    if isinstance(default, bool):
-        return "bool"
-    if isinstance(default, tuple):
-        return "tuple[float, float]"
-    return "float"
-
-
 def _make(spec: Spec) -> type[TorchOptimizer]:
     P = inspect.Parameter
     sig = inspect.Signature(
@@ -458,7 +453,7 @@ def _make(spec: Spec) -> type[TorchOptimizer]:
     ]
     for name, default in spec.positional + spec.keyword:
         doc = spec.docs.get(name, DOCS[name])
-        lines += [f"{name} : {_kind(default)}, default {default!r}", f"    {doc}"]
+        lines += [f"{name} : {numpydoc_type(default)}, default {default!r}", f"    {doc}"]
     lines += [
         "state_dtype : str or None, default None",
         f"    {_lowp.DOCS['state_dtype']}",

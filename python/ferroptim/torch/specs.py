@@ -12,7 +12,7 @@ from typing import Any
 
 from ferroptim import _core
 
-__all__ = ["DOCS", "SPECS", "Spec"]
+__all__ = ["DOCS", "SPECS", "Spec", "numpydoc_type"]
 
 
 @dataclass(frozen=True)
@@ -213,3 +213,14 @@ DOCS = {
     "capturable": "torch's flag: only False is supported.",
     "differentiable": "torch's flag: only False is supported.",
 }
+
+
+def numpydoc_type(default: Any) -> str:
+    """The numpydoc type of a hyperparameter, from its default."""
+    if default is None:
+        return "bool or None"
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, tuple):
+        return "tuple[float, float]"
+    return "float"
