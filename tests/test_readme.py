@@ -24,6 +24,17 @@ def test_quickstart_updates_in_place():
     assert np.all(w < 0) and np.all(b < 0)
 
 
+def test_low_precision_example_runs():
+    pytest.importorskip("ml_dtypes")
+    scope: dict = {}
+    exec(_block('state_dtype="int8"'), scope)
+    w, opt = scope["w"], scope["opt"]
+    assert np.all(w.astype(np.float32) == np.float32(-1e-3).astype(w.dtype).astype(np.float32))
+    opt.step([np.ones(scope["w32"].shape, np.float32)])
+    state = opt.state_dict()["state"][0]
+    assert state["exp_avg"].dtype == np.uint8 and state["exp_avg_absmax"].size == 4096
+
+
 def test_arena_example_runs():
     scope: dict = {"np": np}
     setup = "import numpy as np, ferroptim as fo\n"
