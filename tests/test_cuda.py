@@ -759,6 +759,12 @@ def test_half_params_refuse_averaging(dev):
         fo.Adam([dev.put(np.ones(4, F16))], lr=0.1, ema_decay=0.9)
 
 
-def test_half_params_stay_off_the_cpu_path():
-    with pytest.raises(DtypeError, match="float16|float32 or float64"):
-        fo.Adam([np.ones(4, F16)], lr=0.1)
+def test_half_params_on_numpy_take_the_cpu_engine():
+    # float16 NumPy params are the CPU engine's since #14 (float32 master
+    # weights there too); only CuPy arrays go to the CUDA engine.
+    p = np.ones(4, F16)
+    opt = fo.Adam([p], lr=0.1)
+    assert not opt._gpu
+    opt.step([np.ones(4, F16)])
+    assert np.all(p == F16(0.9))
+    assert opt.state_dict()["state"][0]["master_param"].dtype == np.float32

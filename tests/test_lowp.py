@@ -473,3 +473,16 @@ def test_the_cuda_engine_refuses_the_cpu_only_options():
         with pytest.raises(HyperparameterError, match="CUDA"):
             fo.Adam(half, **options)
     fo.Adam(half, state_dtype="float32")  # float32 state and master weights are supported
+
+
+@pytest.mark.parametrize("state_dtype", ["int8", "bfloat16"])
+def test_centered_rmsprop_refuses_compressed_state_before_a_step(state_dtype):
+    # s - a² of two rounded averages goes negative where the mean dominates the
+    # spread: with int8 state this ran into NaN params before the refusal.
+    p = np.ones(300, F32)
+    opt = fo.RMSprop([p], lr=1e-3, centered=True, state_dtype=state_dtype)
+    with pytest.raises(HyperparameterError, match="state_dtype: centered=True"):
+        opt.step([np.full(300, 0.5, F32)])
+    assert_bitwise(p, np.ones(300, F32), "p")
+    assert opt.step_counts == [0]
+    fo.RMSprop([p], lr=1e-3, state_dtype=state_dtype).step([np.full(300, 0.5, F32)])

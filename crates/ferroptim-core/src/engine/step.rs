@@ -49,6 +49,11 @@ impl<A: Algorithm> Engine<A> {
         ready: &[Option<(usize, Kind)>],
         grad_scale: f64,
     ) -> Result<bool> {
+        if self.precision.state != StateDtype::Float32 {
+            if let Some(why) = hypers.iter().find_map(A::incompressible) {
+                return Err(crate::error::Error::hyper("state_dtype", why));
+            }
+        }
         // Global norm and finite check, on the grads as the step will see them.
         let options = self.options;
         let mut scale = grad_scale;

@@ -87,6 +87,12 @@ pub trait Algorithm: Sync {
     /// a slot is a param-like value that needs the param's precision.
     const COMPRESSIBLE: bool = true;
 
+    /// Why these hyperparameters cannot keep bfloat16 or 8-bit state, if
+    /// they cannot (checked before a step changes anything).
+    fn incompressible(_h: &Self::Hyper) -> Option<&'static str> {
+        None
+    }
+
     /// Reads and checks a param group: the one place each hyperparameter's
     /// range is stated.
     fn from_group(g: &dyn HyperSource) -> Result<Self::Hyper>;

@@ -89,6 +89,15 @@ impl Algorithm for Rmsprop {
         )
     }
 
+    fn incompressible(h: &RmspropHyper) -> Option<&'static str> {
+        // √(s − a²) of two rounded moving averages goes negative (NaN) where
+        // the grads' mean dominates their spread.
+        h.centered.then_some(
+            "centered=True needs float32 state: the variance s - a² of two rounded moving \
+             averages goes negative where the grads' mean dominates their spread",
+        )
+    }
+
     fn slots_used(h: &RmspropHyper) -> [bool; MAX_SLOTS] {
         [true, h.momentum > 0.0, h.centered]
     }
