@@ -71,6 +71,12 @@ class _Engine:
         groups: list[dict[str, Any]],
         grad_scale: float = 1.0,
     ) -> bool: ...
+    def step_addresses_unchecked(
+        self,
+        addresses: Sequence[int | None],
+        groups: list[dict[str, Any]],
+        grad_scale: float = 1.0,
+    ) -> bool: ...
     def configure(
         self,
         max_grad_norm: float | None = None,
