@@ -119,7 +119,7 @@ pub fn stage<A: Algorithm>(
         if let StateKey::Scales(k) = parsed {
             let blocks = shape.iter().product::<usize>().div_ceil(QBLOCK);
             engine::check_shape(&what, arr.shape(), &[blocks])?;
-            scales[k] = Some(read_as::<f32>(numpy, arr, Kind::F32, &what)?);
+            scales[k] = Some(read_as::<f32>(numpy, arr, &what)?);
             continue;
         }
         engine::check_shape(&what, arr.shape(), shape)?;
@@ -128,7 +128,6 @@ pub fn stage<A: Algorithm>(
             Buffer::Bf16(read_as::<u16>(
                 numpy,
                 bits.cast().map_err(PyErr::from)?,
-                Kind::Bf16,
                 &what,
             )?)
         } else if let (StateKey::Slot(k), true) = (
@@ -142,7 +141,7 @@ pub fn stage<A: Algorithm>(
                 ))
                 .into());
             }
-            codes[k] = Some(read_as::<u8>(numpy, arr, Kind::F32, &what)?);
+            codes[k] = Some(read_as::<u8>(numpy, arr, &what)?);
             continue;
         } else {
             // Casting would drop an imaginary part or parse strings silently.
@@ -154,8 +153,8 @@ pub fn stage<A: Algorithm>(
                 .into());
             }
             match float {
-                Kind::F64 => Buffer::F64(read_as::<f64>(numpy, arr, float, &what)?),
-                _ => Buffer::F32(read_as::<f32>(numpy, arr, float, &what)?),
+                Kind::F64 => Buffer::F64(read_as::<f64>(numpy, arr, &what)?),
+                _ => Buffer::F32(read_as::<f32>(numpy, arr, &what)?),
             }
         };
         match parsed {
@@ -183,24 +182,17 @@ pub fn stage<A: Algorithm>(
     Ok(staged)
 }
 
-/// `arr` read as a contiguous vector of `T` (cast to `kind`'s dtype when
-/// it is a float dtype; raw bits for 16-bit and 8-bit storage).
+/// `arr` read as a contiguous vector of `T`, cast to `T`'s dtype (a no-op
+/// for the 16-bit bits and 8-bit codes, already of their dtype).
 fn read_as<T: numpy::Element + Copy>(
     numpy: &Bound<'_, PyModule>,
     arr: &Bound<'_, PyUntypedArray>,
-    kind: Kind,
     what: &str,
 ) -> PyFerrResult<Vec<T>> {
-    let dtype = match kind {
-        Kind::F32 | Kind::F64 if std::mem::size_of::<T>() >= 4 => kind.name(),
-        _ => "",
-    };
-    let converted = if dtype.is_empty() {
-        numpy.getattr("ascontiguousarray")?.call1((arr,))
-    } else {
-        numpy.getattr("ascontiguousarray")?.call1((arr, dtype))
-    }
-    .map_err(|e| Error::State(format!("{what} cannot be read as numbers: {e}")))?;
+    let converted = numpy
+        .getattr("ascontiguousarray")?
+        .call1((arr, numpy::dtype::<T>(numpy.py())))
+        .map_err(|e| Error::State(format!("{what} cannot be read as numbers: {e}")))?;
     let arr = converted.cast::<PyArrayDyn<T>>().map_err(PyErr::from)?;
     let view = arr
         .try_readonly()

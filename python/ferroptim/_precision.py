@@ -8,6 +8,7 @@ what the user asked for and tells the core which NumPy dtype is bfloat16.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -21,8 +22,10 @@ STATE_DTYPES = ("float32", "bfloat16", "int8")
 _HALF = np.dtype(np.float16)
 
 
+@functools.cache
 def bfloat16() -> np.dtype | None:
-    """NumPy's bfloat16 dtype, or None without ml_dtypes (``pip install ml_dtypes``)."""
+    """NumPy's bfloat16 dtype, or None without ml_dtypes (``pip install ml_dtypes``).
+    Cached: grad checks call it per grad."""
     try:
         import ml_dtypes
     except ImportError:
