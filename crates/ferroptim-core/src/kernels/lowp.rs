@@ -171,26 +171,6 @@ pub fn f32_to_f16_stochastic(x: f32, r: u32) -> u16 {
     }
 }
 
-/// Asks the CPU to start loading `bytes` bytes from `ptr` into cache: the
-/// next block's memory arrives while this block computes (the mixed pass
-/// does a lot of work per byte, so the hardware prefetcher falls behind).
-#[inline(always)]
-pub fn prefetch(ptr: *const u8, bytes: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let mut at = 0;
-        while at < bytes {
-            // SAFETY: a prefetch is a hint: it never faults, even on an
-            // address outside any allocation.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.wrapping_add(at) as *const i8) };
-            at += 64;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (ptr, bytes);
-}
-
 /// Reads `out.len()` stored elements starting at element `at` into `out`.
 ///
 /// # Safety

@@ -120,17 +120,17 @@ impl<S: Copy> MixedJob<S> {
     fn prefetch_block(&self, at: usize, n: usize) {
         let size = |s: Storage| if s == Storage::F32 { 4 } else { 2 };
         let (ps, gs) = (size(self.param_storage), size(self.grad_storage));
-        lowp::prefetch(self.param.wrapping_add(at * ps), n * ps);
-        lowp::prefetch(self.grad.wrapping_add(at * gs), n * gs);
+        simd::prefetch(self.param.wrapping_add(at * ps), n * ps);
+        simd::prefetch(self.grad.wrapping_add(at * gs), n * gs);
         if !self.master.is_null() {
-            lowp::prefetch(self.master.wrapping_add(at) as *const u8, n * 4);
+            simd::prefetch(self.master.wrapping_add(at) as *const u8, n * 4);
         }
         for slot in &self.state {
             match *slot {
                 SlotPtr::Unused => {}
-                SlotPtr::F32(s) => lowp::prefetch(s.wrapping_add(at) as *const u8, n * 4),
-                SlotPtr::Bf16(s) => lowp::prefetch(s.wrapping_add(at) as *const u8, n * 2),
-                SlotPtr::Int8 { codes, .. } => lowp::prefetch(codes.wrapping_add(at), n),
+                SlotPtr::F32(s) => simd::prefetch(s.wrapping_add(at) as *const u8, n * 4),
+                SlotPtr::Bf16(s) => simd::prefetch(s.wrapping_add(at) as *const u8, n * 2),
+                SlotPtr::Int8 { codes, .. } => simd::prefetch(codes.wrapping_add(at), n),
             }
         }
     }

@@ -101,6 +101,18 @@ impl<T: Real, S: Copy> Job<T, S> {
         self
     }
 
+    /// Starts loading the head of this tensor's param and grad. Small
+    /// tensors sit at scattered addresses, a few cache lines each: without
+    /// this every one of them starts with a cache miss (a step over 10000
+    /// tensors of 100 spent most of its time waiting on them). The state
+    /// lies end to end in the arena, where the hardware prefetcher follows.
+    #[inline(always)]
+    fn prefetch_head(&self) {
+        let bytes = (self.len * std::mem::size_of::<T>()).min(PREFETCH_BYTES);
+        simd::prefetch(self.param as *const u8, bytes);
+        simd::prefetch(self.grad as *const u8, bytes);
+    }
+
     /// Updates elements `[lo, hi)` of this tensor.
     ///
     /// # Safety
@@ -193,6 +205,11 @@ fn average<T: Real>(avg: &mut [T], param: &[T], weight: T) {
     }
 }
 
+/// How many tensors ahead a run prefetches (see [`Job::prefetch_head`]).
+const PREFETCH_AHEAD: usize = 2;
+/// Bytes of each buffer of a tensor that are prefetched ahead.
+const PREFETCH_BYTES: usize = 2048;
+
 /// Runs one step of `A` over all `jobs`, split into chunks that span tensors.
 ///
 /// # Safety
@@ -207,9 +224,15 @@ pub unsafe fn run<A: Algorithm, T: Real>(jobs: &mut [Job<T, A::Scalars<T>>]) {
     parallel::for_each_range(total, |lo, hi| {
         // The first tensor that ends after `lo`.
         let mut k = jobs.partition_point(|j| j.start + j.len <= lo);
+        for ahead in jobs.iter().skip(k).take(PREFETCH_AHEAD) {
+            ahead.prefetch_head();
+        }
         let mut pos = lo;
         while pos < hi {
             let job = &jobs[k];
+            if let Some(ahead) = jobs.get(k + PREFETCH_AHEAD).filter(|j| j.start < hi) {
+                ahead.prefetch_head();
+            }
             let a = pos - job.start;
             let b = (hi - job.start).min(job.len);
             if b > a {

@@ -111,6 +111,28 @@ unsafe fn with_avx2<R>(body: impl FnOnce() -> R) -> R {
     body()
 }
 
+/// Asks the CPU to start loading `bytes` bytes from `ptr` into cache, so
+/// memory arrives while other work computes: the next block of the mixed
+/// pass (a lot of work per byte, the hardware prefetcher falls behind) and
+/// the next small tensors of a multi-tensor step (a few cache lines each, at
+/// scattered addresses: too short for the hardware prefetcher to learn).
+#[inline(always)]
+pub fn prefetch(ptr: *const u8, bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let mut at = 0;
+        while at < bytes {
+            // SAFETY: a prefetch is a hint: it never faults, even on an
+            // address outside any allocation.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.wrapping_add(at) as *const i8) };
+            at += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (ptr, bytes);
+}
+
 /// Elements per block of [`blocked!`](crate::blocked): one AVX-512 register of f32.
 pub const BLOCK: usize = 16;
 
