@@ -29,7 +29,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         "--index-url https://download.pytorch.org/whl/cpu)"
     ) from err
 
-from ferroptim.torch.flat import FlatParams, flatten
+from ferroptim.torch.flat import FlatParams, LinkedParameter, flatten
 from ferroptim.torch.optim import (
     ASGD,
     SGD,
@@ -55,6 +55,7 @@ __all__ = [
     "Adamax",
     "AdamW",
     "FlatParams",
+    "LinkedParameter",
     "Lion",
     "NAdam",
     "RAdam",

@@ -6,14 +6,19 @@ After :func:`flatten`, every ``p.data`` is a view into ``arena.data`` and every
 optimizer over these params steps the arena's contiguous runs (usually one)
 with no per-tensor work.
 
-Something that rebinds a tensor (``model.zero_grad()`` sets grads to None;
-``p.data = ...``) breaks a view. Each step checks the links with two C-level
-passes over the params (about 0.1-0.3 us per tensor) and repairs any that
-broke: a new grad or new values are copied into the arena and the view put
-back; a grad that is None counts as zero (all params of a run step together).
-``flatten(..., check_links=False)`` skips the check, for code that never
-rebinds them (zero the grads with the optimizer's ``zero_grad`` or
-``FlatParams.zero_grad``): a step then does no per-tensor work at all.
+Rebinding a tensor (``model.zero_grad()`` sets grads to None; ``p.data =
+...``) would break a view. flatten() makes each ``nn.Parameter`` a
+:class:`LinkedParameter`, whose ``.grad`` and ``.data`` setters note the
+change, and the next step (or ``zero_grad``) repairs just the noted params:
+a new grad or new values are copied into the arena and the view put back; a
+grad that is None counts as zero (all params of a run step together). So a
+step does no per-tensor work unless something was rebound.
+
+What bypasses Python's setters is not seen: C++ code that rebinds a tensor
+(``Tensor.set_``, ``torch.utils.swap_tensors``), or a flattened tensor that is
+not an exact ``nn.Parameter`` (those are checked at every step anyway).
+``flatten(..., check_links=True)`` checks every param at every step, with two
+C-level passes over the params (about 0.25 us per tensor).
 """
 
 from __future__ import annotations
@@ -29,10 +34,13 @@ from ferroptim._precision import bfloat16
 from ferroptim.arena import ParamArena
 from ferroptim.exceptions import DtypeError, ParamError
 
-__all__ = ["FlatParams", "flatten", "owner"]
+__all__ = ["FlatParams", "LinkedParameter", "flatten", "owner"]
 
 _GRAD = operator.attrgetter("grad")
 _PTR = torch.Tensor.data_ptr  # the C method: a Parameter's lookup doubled the cost
+# torch's own slots for .grad and .data, which LinkedParameter's properties wrap.
+_GRAD_SLOT = torch._C.TensorBase.grad
+_DATA_SLOT = torch._C.TensorBase.data
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 _PARAM_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -78,6 +86,50 @@ def check_tensor(p: Any, what: str) -> None:
         )
 
 
+class LinkedParameter(torch.nn.Parameter):
+    """An ``nn.Parameter`` whose ``.data`` and ``.grad`` are views into a
+    flattened arena (:func:`flatten` makes them): setting either one is noted,
+    and the next step copies the new value into the arena and restores the
+    view. Otherwise it is an ``nn.Parameter``.
+    """
+
+    def __repr__(self) -> str:
+        # A plain Parameter's (torch's repr names a subclass twice).
+        text = repr(_DATA_SLOT.__get__(self))
+        return "Parameter containing:\n" + (
+            text[:-1] + ", requires_grad=True)" if self.requires_grad else text
+        )
+
+    @property  # type: ignore[override]
+    def grad(self) -> Any:
+        return _GRAD_SLOT.__get__(self)
+
+    @grad.setter
+    def grad(self, value: Any) -> None:
+        _GRAD_SLOT.__set__(self, value)
+        _note(self)
+
+    @grad.deleter
+    def grad(self) -> None:
+        _GRAD_SLOT.__set__(self, None)
+        _note(self)
+
+    @property  # type: ignore[override]
+    def data(self) -> Any:
+        return _DATA_SLOT.__get__(self)
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        _DATA_SLOT.__set__(self, value)
+        _note(self)
+
+
+def _note(p: Any) -> None:
+    own = p.__dict__.get(_ATTR)
+    if own is not None:
+        own[0].rebound.add(own[1])
+
+
 class FlatParams:
     """The params of a model, as views into one :class:`~ferroptim.ParamArena`.
 
@@ -90,11 +142,12 @@ class FlatParams:
     names : list of str
         Their names in the arena.
     check_links : bool
-        Whether each step checks (and repairs) the links (see the module docs).
+        Whether each step checks every link, not only those rebound through
+        Python (see the module docs).
     """
 
     def __init__(
-        self, arena: ParamArena, tensors: list[Any], names: list[str], check_links: bool = True
+        self, arena: ParamArena, tensors: list[Any], names: list[str], check_links: bool = False
     ) -> None:
         self.check_links = bool(check_links)
         self.arena = arena
@@ -103,6 +156,10 @@ class FlatParams:
         self.data_views = [torch.from_numpy(arena.params[n]) for n in names]
         self.grad_views = [torch.from_numpy(arena.grads[n]) for n in names]
         self.ptrs = [t.data_ptr() for t in self.data_views]
+        # Indices of params rebound through a LinkedParameter setter, and of
+        # the params whose setters are not guarded (not an exact nn.Parameter).
+        self.rebound: set[int] = set()
+        self.unguarded = [i for i, p in enumerate(tensors) if type(p) is not LinkedParameter]
 
     def __len__(self) -> int:
         return len(self.tensors)
@@ -112,44 +169,58 @@ class FlatParams:
 
     def zero_grad(self) -> None:
         """Zeroes every grad in place (one fill of the arena's grad buffer)."""
+        self.sync()
         self.arena.grad.fill(0)
-        self._relink_grads()
 
     def sync(self) -> None:
         """Repairs broken links (see the module docs); a no-op when none broke."""
-        if not self.check_links:
-            return
-        if list(map(_PTR, self.tensors)) != self.ptrs:
-            self._relink_data()
-        if not all(map(operator.is_, map(_GRAD, self.tensors), self.grad_views)):
-            self._relink_grads()
+        broken = self._broken()
+        if broken:
+            self._repair(broken)
 
-    def _relink_data(self) -> None:
+    def _broken(self) -> list[int]:
+        """The params whose links may have broken: those noted by the setters,
+        plus every one that a scan finds broken (all with ``check_links``)."""
+        scan = range(len(self.tensors)) if self.check_links else self.unguarded
+        tensors, ptrs, grads = self.tensors, self.ptrs, self.grad_views
+        if self.check_links:
+            # Two C-level passes; the repair below looks at each param again.
+            if list(map(_PTR, tensors)) == ptrs and all(
+                map(operator.is_, map(_GRAD, tensors), grads)
+            ):
+                scan = []
+        found = [
+            i for i in scan if _PTR(tensors[i]) != ptrs[i] or _GRAD(tensors[i]) is not grads[i]
+        ]
+        return sorted(self.rebound.union(found))
+
+    def _repair(self, indices: list[int]) -> None:
+        """Puts the arena views back into the params at ``indices``, copying
+        new values and grads in (a None grad: zeros)."""
+        tensors, ptrs = self.tensors, self.ptrs
         # Check every param before changing any.
-        for name, p, view in zip(self.names, self.tensors, self.data_views):
-            if p.data_ptr() != view.data_ptr() and (p.dtype, p.shape) != (view.dtype, view.shape):
+        for i in indices:
+            p, view = tensors[i], self.data_views[i]
+            if _PTR(p) != ptrs[i] and (p.dtype, p.shape) != (view.dtype, view.shape):
                 raise ParamError(
-                    f"param {name!r} became {p.dtype} {tuple(p.shape)} after flatten(), the "
-                    f"arena holds {view.dtype} {tuple(view.shape)}: flatten the model again "
+                    f"param {self.names[i]!r} became {p.dtype} {tuple(p.shape)} after flatten(), "
+                    f"the arena holds {view.dtype} {tuple(view.shape)}: flatten the model again "
                     "and make a new optimizer"
                 )
         with torch.no_grad():
-            for p, view in zip(self.tensors, self.data_views):
-                if p.data_ptr() != view.data_ptr():
+            for i in indices:
+                p, view, gview = tensors[i], self.data_views[i], self.grad_views[i]
+                if _PTR(p) != ptrs[i]:
                     view.copy_(p.detach())
-                    p.data = view
-
-    def _relink_grads(self) -> None:
-        with torch.no_grad():
-            for p, view in zip(self.tensors, self.grad_views):
-                g = p.grad
-                if g is view:
-                    continue
-                if g is None:
-                    view.zero_()
-                else:
-                    view.copy_(g.detach())
-                p.grad = view
+                    _DATA_SLOT.__set__(p, view)
+                g = _GRAD_SLOT.__get__(p)
+                if g is not gview:
+                    if g is None:
+                        gview.zero_()
+                    else:
+                        gview.copy_(g.detach())
+                    _GRAD_SLOT.__set__(p, gview)
+        self.rebound.clear()
 
 
 def _named(params: Any) -> list[tuple[str, Any]]:
@@ -165,7 +236,7 @@ def _named(params: Any) -> list[tuple[str, Any]]:
     return [(str(i), p) for i, p in enumerate(items)]
 
 
-def flatten(params: Any, dtype: Any = None, check_links: bool = True) -> FlatParams:
+def flatten(params: Any, dtype: Any = None, check_links: bool = False) -> FlatParams:
     """Makes the params (and grads) of ``params`` views into one ParamArena.
 
     Parameters
@@ -175,9 +246,11 @@ def flatten(params: Any, dtype: Any = None, check_links: bool = True) -> FlatPar
     dtype : torch.dtype, optional
         The arena's dtype (float32 or float64); by default the params' own,
         which must then be one dtype.
-    check_links : bool, default True
+    check_links : bool, default False
         Check at each step that every ``p.data`` and ``p.grad`` is still its
-        arena view, and repair it if not; False skips the check (see above).
+        arena view, and repair it if not; by default only params rebound
+        through Python's setters are repaired, and a step does no per-tensor
+        work (see above).
 
     Returns
     -------
@@ -205,6 +278,11 @@ def flatten(params: Any, dtype: Any = None, check_links: bool = True) -> FlatPar
         )
     np_dtype = _NUMPY_DTYPES[next(iter(dtypes))]
     arena = ParamArena({name: tuple(p.shape) for name, p in named}, np_dtype)
+    for _, p in named:
+        if type(p) is torch.nn.Parameter:
+            # Guards .grad and .data (torch swaps classes the same way for
+            # UninitializedParameter: the layout is the same).
+            p.__class__ = LinkedParameter
     flat = FlatParams(arena, [p for _, p in named], [n for n, _ in named], check_links)
     with torch.no_grad():
         for (_, p), data, grad in zip(named, flat.data_views, flat.grad_views):

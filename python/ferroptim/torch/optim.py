@@ -326,11 +326,11 @@ class TorchOptimizer(torch.optim.Optimizer):
             self._last = []
             for pos in self._single_pos:
                 self._grads[pos] = None
+        for flat in self._flats:
+            flat.sync()  # first: a grad rebound since the last step is this step's to zero
         for e in self._entries:
             if e.grad is not None:
                 e.grad.fill(0)
-        for flat in self._flats:
-            flat.sync()
 
     # -- state --------------------------------------------------------------
 
