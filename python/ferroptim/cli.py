@@ -35,7 +35,10 @@ def _bench_description() -> str:
         "Time ferroptim against torch.optim (loop, foreach and fused, when torch is "
         "installed) and an in-place NumPy implementation on this machine, next to a "
         "roofline: an in-place a += b over the same bytes. Prints each median step time "
-        "with its spread, and ratios marked ~ (no clear difference) or ? (noisy).",
+        "with its spread, the bytes of optimizer state per param, and ratios marked ~ "
+        "(no clear difference) or ? (noisy). With AdamW, a low-precision table too: "
+        "bfloat16 and 8-bit state, bfloat16 params with master weights or stochastic "
+        "rounding, beside torch's fused AdamW on float32 and bfloat16 params.",
         f"The default run has {len(shapes) * n_opt} cases ({len(shapes)} shapes x {n_opt} "
         f"optimizers; --full: {len(full) * n_opt}) and the thread scaling, in about "
         f"{report.DEFAULT_TIME_BUDGET:.0f} s ({report.FULL_TIME_BUDGET:.0f} s with --full). "
