@@ -5,10 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import ferroptim as fo
-from ferroptim.train import (
-    Callback,
-    Trainer,
-)
+from ferroptim.train import Callback, Trainer
 from ferroptim.train.models import logistic_regression
 
 

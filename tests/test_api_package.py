@@ -13,14 +13,7 @@ import numpy as np
 import pytest
 
 import ferroptim as fo
-from _api_helpers import (
-    F32,
-    FACTORIES,
-    KINDS,
-    assert_params_equal,
-    grad_stream,
-    make_params,
-)
+from _api_helpers import F32, FACTORIES, KINDS, assert_params_equal, grad_stream, make_params
 from ferroptim import exceptions
 
 # -- repr, version, exports -------------------------------------------------

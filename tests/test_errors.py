@@ -29,11 +29,7 @@ from _errors_helpers import (
     assert_state_dicts_equal,
     check_raises,
 )
-from ferroptim.exceptions import (
-    DtypeError,
-    GradError,
-    ParamError,
-)
+from ferroptim.exceptions import DtypeError, GradError, ParamError
 
 # -- grads that do not fit ---------------------------------------------------
 

@@ -13,14 +13,7 @@ import numpy as np
 import pytest
 
 import ferroptim as fo
-from _errors_helpers import (
-    F32,
-    F64,
-    FACTORIES,
-    KINDS,
-    Rig,
-    check_raises,
-)
+from _errors_helpers import F32, F64, FACTORIES, KINDS, Rig, check_raises
 from ferroptim.exceptions import (
     DtypeError,
     GradError,

@@ -13,21 +13,8 @@ import numpy as np
 import pytest
 
 import ferroptim as fo
-from _errors_helpers import (
-    F32,
-    F64,
-    FACTORIES,
-    KINDS,
-    Rig,
-    assert_state_dicts_equal,
-    check_raises,
-)
-from ferroptim.exceptions import (
-    DtypeError,
-    GradError,
-    HyperparameterError,
-    ParamError,
-)
+from _errors_helpers import F32, F64, FACTORIES, KINDS, Rig, assert_state_dicts_equal, check_raises
+from ferroptim.exceptions import DtypeError, GradError, HyperparameterError, ParamError
 
 # -- non-contiguous grads give the right numbers ----------------------------
 

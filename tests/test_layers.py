@@ -18,23 +18,9 @@ import pytest
 
 import ferroptim as fo
 from _layers_helpers import EPS, TOL, away_from_zero, numeric_grad, rel_err
-from ferroptim.train.layers import (
-    Dense,
-    Dropout,
-    Layer,
-    ReLU,
-    Sequential,
-    Sigmoid,
-    Tanh,
-)
-from ferroptim.train.losses import (
-    SoftmaxCrossEntropy,
-)
-from ferroptim.train.models import (
-    Model,
-    build_model,
-    mlp,
-)
+from ferroptim.train.layers import Dense, Dropout, Layer, ReLU, Sequential, Sigmoid, Tanh
+from ferroptim.train.losses import SoftmaxCrossEntropy
+from ferroptim.train.models import Model, build_model, mlp
 
 
 def bound_dense(n_in: int, n_out: int, rng: np.random.Generator) -> Dense:

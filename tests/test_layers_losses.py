@@ -18,14 +18,7 @@ import pytest
 
 import ferroptim as fo
 from _layers_helpers import TOL, away_from_zero, numeric_grad, rel_err
-from ferroptim.train.layers import (
-    Dense,
-    Dropout,
-    ReLU,
-    Sequential,
-    Sigmoid,
-    layer_from_config,
-)
+from ferroptim.train.layers import Dense, Dropout, ReLU, Sequential, Sigmoid, layer_from_config
 from ferroptim.train.losses import (
     MAE,
     MSE,
@@ -44,12 +37,7 @@ from ferroptim.train.metrics import (
     r2,
     top_k_accuracy,
 )
-from ferroptim.train.models import (
-    build_model,
-    linear_regression,
-    logistic_regression,
-    mlp,
-)
+from ferroptim.train.models import build_model, linear_regression, logistic_regression, mlp
 
 # -- losses -------------------------------------------------------------------
 

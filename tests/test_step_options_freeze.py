@@ -12,14 +12,7 @@ import numpy as np
 import pytest
 
 import ferroptim as fo
-from _step_options_helpers import (
-    F32,
-    F64,
-    FACTORIES,
-    bits,
-    make_grads,
-    make_params,
-)
+from _step_options_helpers import F32, F64, FACTORIES, bits, make_grads, make_params
 from ferroptim import exceptions
 
 CLASSES = [fo.SGD, fo.Adam, fo.AdamW, fo.RMSprop, fo.Adagrad, fo.Adadelta]

@@ -23,11 +23,7 @@ import pytest
 import ferroptim as fo
 from _trainer_helpers import blobs, logistic_trainer
 from ferroptim import schedules as S
-from ferroptim.train import (
-    FunctionModel,
-    History,
-    Trainer,
-)
+from ferroptim.train import FunctionModel, History, Trainer
 from ferroptim.train.losses import SoftmaxCrossEntropy
 from ferroptim.train.metrics import accuracy
 from ferroptim.train.models import logistic_regression, mlp

@@ -11,11 +11,7 @@ import pytest
 import ferroptim as fo
 from _trainer_helpers import Recorder, blobs
 from ferroptim import schedules as S
-from ferroptim.train import (
-    Callback,
-    FunctionModel,
-    Trainer,
-)
+from ferroptim.train import Callback, FunctionModel, Trainer
 from ferroptim.train.losses import SoftmaxCrossEntropy
 from ferroptim.train.models import logistic_regression
 
