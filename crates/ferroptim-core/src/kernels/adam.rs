@@ -10,6 +10,7 @@
 //! p -= lr/(1−β1ᵗ) · m / (√v / √(1−β2ᵗ) + ε)
 //! ```
 
+use super::lowp::{self, Int8Slot, QBLOCK};
 use super::prelude::Prelude;
 use super::{flag, simd, Algorithm, Real, MAX_SLOTS};
 use crate::error::Result;
@@ -141,6 +142,63 @@ impl Algorithm for Adam {
             ),
         }
     }
+
+    #[inline(always)]
+    fn update_int8(
+        param: &mut [f32],
+        grad: &[f32],
+        slots: [Int8Slot<'_>; 2],
+        random: &[u32],
+        s: &AdamScalars<f32>,
+    ) -> bool {
+        if s.amsgrad {
+            return false;
+        }
+        // Called inside the mixed pass's dispatched body: vectorized for it.
+        if s.pre.regularize {
+            adam_int8::<true>(param, grad, slots, random, s);
+        } else {
+            adam_int8::<false>(param, grad, slots, random, s);
+        }
+        true
+    }
+}
+
+/// [`adam`] on one block of 8-bit moments: the codes are decoded and the
+/// moments' largest magnitudes tracked in the rule's own loop, then both
+/// slots are encoded (the same operations as the generic widen/update/narrow,
+/// so the same bits).
+#[inline(always)]
+fn adam_int8<const REGULARIZE: bool>(
+    param: &mut [f32],
+    grad: &[f32],
+    slots: [Int8Slot<'_>; 2],
+    random: &[u32],
+    s: &AdamScalars<f32>,
+) {
+    let [m, v] = slots;
+    let n = param.len().min(QBLOCK);
+    let (param, grad) = (&mut param[..n], &grad[..n]);
+    let (m_codes, v_codes) = (&m.codes[..n], &v.codes[..n]);
+    let (m_scale, v_scale) = (*m.scale, *v.scale);
+    let mut m_new = [0f32; QBLOCK];
+    let mut v_new = [0f32; QBLOCK];
+    let (mut m_top, mut v_top) = (0u32, 0u32);
+    for i in 0..n {
+        let m_old = lowp::decode(m_codes[i], true) * m_scale;
+        let v_old = lowp::decode(v_codes[i], false) * v_scale;
+        let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
+        let mi = m_old + s.one_minus_beta1 * (g - m_old);
+        let vi = v_old * s.beta2 + s.one_minus_beta2 * g * g;
+        m_new[i] = mi;
+        v_new[i] = vi;
+        m_top = m_top.max(lowp::magnitude_bits(mi));
+        v_top = v_top.max(lowp::magnitude_bits(vi));
+        let denom = vi.sqrt() / s.bias_correction2_sqrt + s.eps;
+        param[i] = p + s.neg_step_size * mi / denom;
+    }
+    *m.scale = lowp::encode_block(&m_new[..n], m_top, m.codes, true, random, m.rotate);
+    *v.scale = lowp::encode_block(&v_new[..n], v_top, v.codes, false, random, v.rotate);
 }
 
 #[inline(always)]

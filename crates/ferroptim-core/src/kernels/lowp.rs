@@ -289,6 +289,14 @@ pub fn encode(y: f32, signed: bool, r: u32) -> u8 {
     }
 }
 
+/// One block of an 8-bit state slot: its codes and its scale.
+pub struct Int8Slot<'a> {
+    pub codes: &'a mut [u8],
+    pub scale: &'a mut f32,
+    /// The stream rotation of this slot's random bits ([`rotation`]).
+    pub rotate: u32,
+}
+
 /// Decodes one block.
 #[inline(always)]
 pub fn dequantize(codes: &[u8], scale: f32, signed: bool, out: &mut [f32]) {
@@ -309,12 +317,31 @@ pub fn quantize(
     random: &[u32],
     rotate: u32,
 ) -> f32 {
-    // The largest magnitude by its bits: for floats that are not NaN the
-    // integer order is the numeric order, and an integer max vectorizes.
     let mut top = 0u32;
     for &v in values {
-        top = top.max(v.to_bits() & 0x7fff_ffff);
+        top = top.max(magnitude_bits(v));
     }
+    encode_block(values, top, codes, signed, random, rotate)
+}
+
+/// The largest magnitude is taken by its bits: for floats that are not NaN
+/// the integer order is the numeric order, and an integer max vectorizes.
+#[inline(always)]
+pub fn magnitude_bits(v: f32) -> u32 {
+    v.to_bits() & 0x7fff_ffff
+}
+
+/// [`quantize`] with the block's largest [`magnitude_bits`] already known
+/// (`top`): a fused rule tracks it while it computes the values.
+#[inline(always)]
+pub fn encode_block(
+    values: &[f32],
+    top: u32,
+    codes: &mut [u8],
+    signed: bool,
+    random: &[u32],
+    rotate: u32,
+) -> f32 {
     let absmax = f32::from_bits(top);
     if top == 0 || top >= 0x7f80_0000 {
         codes.fill(0);

@@ -186,6 +186,29 @@ impl<S: Copy> MixedJob<S> {
                     lowp::load(self.param, self.param_storage, a, &mut param[..n]);
                     &mut param[..n]
                 };
+                if let [SlotPtr::Int8 {
+                    codes: m_codes,
+                    scales: m_scales,
+                    signed: true,
+                }, SlotPtr::Int8 {
+                    codes: v_codes,
+                    scales: v_scales,
+                    signed: false,
+                }, SlotPtr::Unused] = self.state
+                {
+                    let fused = [(m_codes, m_scales, 1), (v_codes, v_scales, 2)].map(
+                        |(codes, scales, stream)| lowp::Int8Slot {
+                            codes: std::slice::from_raw_parts_mut(codes.add(a), n),
+                            scale: &mut *scales.add(a / QBLOCK),
+                            rotate: lowp::rotation(stream),
+                        },
+                    );
+                    if A::update_int8(p, g, fused, random, &self.scalars) {
+                        self.finish_block(a, n, p, &mut rounded, param_sr, random);
+                        a = b;
+                        continue;
+                    }
+                }
                 let [s0, s1, s2] = &mut slots;
                 let mut views: [&mut [f32]; MAX_SLOTS] = [&mut [], &mut [], &mut []];
                 for (k, (view, buf)) in views.iter_mut().zip([s0, s1, s2]).enumerate() {
@@ -230,28 +253,48 @@ impl<S: Copy> MixedJob<S> {
                         }
                     }
                 }
-                // The param: the master's (or the update's) rounding.
-                if self.param_storage != Storage::F32 {
-                    let out = std::slice::from_raw_parts_mut((self.param as *mut u16).add(a), n);
-                    if self.master.is_null() {
-                        let sr = param_sr.then_some((random, lowp::rotation(0)));
-                        lowp::store_half(out, p, self.param_storage, sr);
-                    } else {
-                        // The master keeps its value: round a copy.
-                        let copy = &mut rounded[..n];
-                        copy.copy_from_slice(p);
-                        lowp::store_half(out, copy, self.param_storage, None);
-                    }
-                }
-                if !self.average.is_null() {
-                    let avg = std::slice::from_raw_parts_mut(self.average.add(a), n);
-                    let w = self.average_weight;
-                    for (x, &v) in avg.iter_mut().zip(p.iter()) {
-                        *x = *x + w * (v - *x);
-                    }
-                }
+                self.finish_block(a, n, p, &mut rounded, param_sr, random);
             }
             a = b;
+        }
+    }
+
+    /// Writes the block's param (the master's or the update's rounding) and
+    /// its running average.
+    ///
+    /// # Safety
+    /// As for [`MixedJob::apply`], for elements `[a, a + n)`.
+    #[inline(always)]
+    unsafe fn finish_block(
+        &self,
+        a: usize,
+        n: usize,
+        p: &mut [f32],
+        rounded: &mut [f32; QBLOCK],
+        param_sr: bool,
+        random: &[u32],
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            if self.param_storage != Storage::F32 {
+                let out = std::slice::from_raw_parts_mut((self.param as *mut u16).add(a), n);
+                if self.master.is_null() {
+                    let sr = param_sr.then_some((random, lowp::rotation(0)));
+                    lowp::store_half(out, p, self.param_storage, sr);
+                } else {
+                    // The master keeps its value: round a copy.
+                    let copy = &mut rounded[..n];
+                    copy.copy_from_slice(p);
+                    lowp::store_half(out, copy, self.param_storage, None);
+                }
+            }
+            if !self.average.is_null() {
+                let avg = std::slice::from_raw_parts_mut(self.average.add(a), n);
+                let w = self.average_weight;
+                for (x, &v) in avg.iter_mut().zip(p.iter()) {
+                    *x = *x + w * (v - *x);
+                }
+            }
         }
     }
 }

@@ -127,6 +127,22 @@ pub trait Algorithm: Sync {
         state: [&mut [T]; MAX_SLOTS],
         s: &Self::Scalars<T>,
     );
+
+    /// One block of a mixed-precision pass ([`mixed`]) whose first two slots
+    /// are 8-bit codes (slot 2 unused), fused: decoding, the rule and
+    /// encoding in two passes over L1 instead of six, with the same bits as
+    /// the generic widen/update/narrow. Returns false when the rule has no
+    /// fused form, and the generic path runs.
+    #[inline(always)]
+    fn update_int8(
+        _param: &mut [f32],
+        _grad: &[f32],
+        _slots: [lowp::Int8Slot<'_>; 2],
+        _random: &[u32],
+        _s: &Self::Scalars<f32>,
+    ) -> bool {
+        false
+    }
 }
 
 /// Applies one algorithm to whole slices: the single-tensor entry point,

@@ -235,5 +235,6 @@ fn rtol<T: Real>() -> f64 {
     }
 }
 
+mod fused;
 mod multi_tensor;
 mod rules;

@@ -1,0 +1,166 @@
+//! Fused 8-bit blocks ([`Algorithm::update_int8`]) give the generic mixed
+//! path's bits: the same rule run through a wrapper without the fused form.
+
+use super::super::adam::{Adam, AdamHyper};
+use super::super::lowp::{self, Storage, QBLOCK};
+use super::super::mixed::{self, MixedJob, Rounding, SlotPtr};
+use super::super::{Algorithm, Aux, Real, MAX_SLOTS};
+use crate::error::Result;
+use crate::hyper::HyperSource;
+use crate::kernels::prelude::Prelude;
+
+/// `A` with every item forwarded except `update_int8` (the default: none).
+struct Generic<A>(A);
+
+impl<A: Algorithm> Algorithm for Generic<A> {
+    const SLOTS: &'static [&'static str] = A::SLOTS;
+    const NON_NEGATIVE: [bool; MAX_SLOTS] = A::NON_NEGATIVE;
+    type Hyper = A::Hyper;
+    type Scalars<T: Real> = A::Scalars<T>;
+
+    fn from_group(g: &dyn HyperSource) -> Result<A::Hyper> {
+        A::from_group(g)
+    }
+    fn flat(s: &A::Scalars<f64>) -> (Prelude<f64>, Vec<f64>) {
+        A::flat(s)
+    }
+    fn slots_used(h: &A::Hyper) -> [bool; MAX_SLOTS] {
+        A::slots_used(h)
+    }
+    fn scalars<T: Real>(h: &A::Hyper, step: u64, fresh: [bool; MAX_SLOTS]) -> A::Scalars<T> {
+        A::scalars(h, step, fresh)
+    }
+    fn scalars_aux<T: Real>(
+        h: &A::Hyper,
+        step: u64,
+        fresh: [bool; MAX_SLOTS],
+        aux: Aux,
+    ) -> (A::Scalars<T>, Aux) {
+        A::scalars_aux(h, step, fresh, aux)
+    }
+    fn update<T: Real>(p: &mut [T], g: &[T], s: [&mut [T]; MAX_SLOTS], sc: &A::Scalars<T>) {
+        A::update(p, g, s, sc)
+    }
+}
+
+/// One tensor's buffers: bfloat16 bits or float32 params, 8-bit moments.
+struct Run {
+    param32: Vec<f32>,
+    param16: Vec<u16>,
+    codes: [Vec<u8>; 2],
+    scales: [Vec<f32>; 2],
+}
+
+fn run<A: Algorithm<Hyper = AdamHyper>>(
+    hyper: &AdamHyper,
+    n: usize,
+    bf16: Option<bool>, // None: float32 params; Some(sr): bfloat16 without master
+    transform: Option<(f32, f32)>,
+) -> Run {
+    let blocks = n.div_ceil(QBLOCK);
+    let mut r = Run {
+        param32: (0..n).map(|i| (i as f32 * 0.37).sin()).collect(),
+        param16: (0..n)
+            .map(|i| lowp::f32_to_bf16((i as f32 * 0.37).sin()))
+            .collect(),
+        codes: [vec![0; n], vec![0; n]],
+        scales: [vec![0.0; blocks], vec![0.0; blocks]],
+    };
+    for step in 1..=4u64 {
+        // Sparse, signed, varied grads: zeros make zero second moments.
+        let grad: Vec<f32> = (0..n)
+            .map(|i| {
+                let x = ((i as u64 * 7 + step * 13) % 23) as f32 - 11.0;
+                if i % 5 == 3 {
+                    0.0
+                } else {
+                    x * 1e-3 * (1.0 + step as f32)
+                }
+            })
+            .collect();
+        let fresh = [step == 1; MAX_SLOTS];
+        let scalars = A::scalars::<f32>(hyper, step, fresh);
+        let param = match bf16 {
+            None => (r.param32.as_mut_ptr() as *mut u8, Storage::F32),
+            Some(_) => (r.param16.as_mut_ptr() as *mut u8, Storage::Bf16),
+        };
+        let state: [SlotPtr; MAX_SLOTS] = [
+            SlotPtr::Int8 {
+                codes: r.codes[0].as_mut_ptr(),
+                scales: r.scales[0].as_mut_ptr(),
+                signed: true,
+            },
+            SlotPtr::Int8 {
+                codes: r.codes[1].as_mut_ptr(),
+                scales: r.scales[1].as_mut_ptr(),
+                signed: false,
+            },
+            SlotPtr::Unused,
+        ];
+        let rounding = Rounding {
+            stochastic: bf16 == Some(true),
+            seed: 5,
+            tensor: 0,
+            step,
+        };
+        // SAFETY: every buffer has `n` elements (scales: one per block) and
+        // lives until `run` returns; none overlaps another.
+        let mut jobs = vec![unsafe {
+            MixedJob::new(
+                param,
+                (grad.as_ptr() as *const u8, Storage::F32),
+                std::ptr::null_mut(),
+                state,
+                n,
+                scalars,
+                transform,
+                None,
+                rounding,
+            )
+        }];
+        unsafe { mixed::run::<A>(&mut jobs) };
+    }
+    r
+}
+
+#[test]
+fn fused_adam_int8_blocks_equal_the_generic_path_bit_for_bit() {
+    let hypers = [
+        AdamHyper::default(),
+        AdamHyper {
+            lr: 0.01,
+            weight_decay: 0.1,
+            decoupled: true,
+            ..AdamHyper::default()
+        },
+        AdamHyper {
+            weight_decay: 0.05,
+            l1: 1e-3,
+            maximize: true,
+            ..AdamHyper::default()
+        },
+    ];
+    for hyper in &hypers {
+        for n in [1, 255, 256, 3 * QBLOCK + 17] {
+            for (bf16, transform) in [
+                (None, None),
+                (None, Some((0.5, 0.004))),
+                (Some(false), None),
+                (Some(true), None),
+            ] {
+                let fused = run::<Adam>(hyper, n, bf16, transform);
+                let generic = run::<Generic<Adam>>(hyper, n, bf16, transform);
+                let what = format!("{hyper:?} n={n} bf16={bf16:?} transform={transform:?}");
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&fused.param32), bits(&generic.param32), "{what}");
+                assert_eq!(fused.param16, generic.param16, "{what}");
+                for k in 0..2 {
+                    assert_eq!(fused.codes[k], generic.codes[k], "{what} slot {k}");
+                    assert_eq!(bits(&fused.scales[k]), bits(&generic.scales[k]), "{what}");
+                }
+                // The moments moved: the comparison is not between zeros.
+                assert!(fused.codes[1].iter().any(|&c| c != 0), "{what}");
+            }
+        }
+    }
+}
