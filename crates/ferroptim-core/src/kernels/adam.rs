@@ -162,6 +162,58 @@ impl Algorithm for Adam {
         }
         true
     }
+
+    #[inline(always)]
+    fn update_bf16(
+        param: &mut [f32],
+        grad: &[f32],
+        slots: [&mut [u16]; 2],
+        stochastic: Option<(&[u32], [u32; 2])>,
+        s: &AdamScalars<f32>,
+    ) -> bool {
+        if s.amsgrad {
+            return false;
+        }
+        let (random, rotate) = stochastic.unwrap_or((&[], [0, 0]));
+        match (s.pre.regularize, stochastic.is_some()) {
+            (false, false) => adam_bf16::<false, false>(param, grad, slots, random, rotate, s),
+            (false, true) => adam_bf16::<false, true>(param, grad, slots, random, rotate, s),
+            (true, false) => adam_bf16::<true, false>(param, grad, slots, random, rotate, s),
+            (true, true) => adam_bf16::<true, true>(param, grad, slots, random, rotate, s),
+        }
+        true
+    }
+}
+
+/// [`adam`] on one block of bfloat16 moments, rounded back in the same loop.
+#[inline(always)]
+fn adam_bf16<const REGULARIZE: bool, const STOCHASTIC: bool>(
+    param: &mut [f32],
+    grad: &[f32],
+    slots: [&mut [u16]; 2],
+    random: &[u32],
+    rotate: [u32; 2],
+    s: &AdamScalars<f32>,
+) {
+    let [m, v] = slots;
+    let n = param.len();
+    let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
+    let random = if STOCHASTIC { &random[..n] } else { random };
+    for i in 0..n {
+        let (m_old, v_old) = (lowp::bf16_to_f32(m[i]), lowp::bf16_to_f32(v[i]));
+        let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
+        let mi = m_old + s.one_minus_beta1 * (g - m_old);
+        let vi = v_old * s.beta2 + s.one_minus_beta2 * g * g;
+        let denom = vi.sqrt() / s.bias_correction2_sqrt + s.eps;
+        param[i] = p + s.neg_step_size * mi / denom;
+        if STOCHASTIC {
+            m[i] = lowp::f32_to_bf16_stochastic(mi, random[i].rotate_left(rotate[0]));
+            v[i] = lowp::f32_to_bf16_stochastic(vi, random[i].rotate_left(rotate[1]));
+        } else {
+            m[i] = lowp::f32_to_bf16(mi);
+            v[i] = lowp::f32_to_bf16(vi);
+        }
+    }
 }
 
 /// [`adam`] on one block of 8-bit moments: the codes are decoded and the

@@ -209,6 +209,18 @@ impl<S: Copy> MixedJob<S> {
                         continue;
                     }
                 }
+                if let [SlotPtr::Bf16(m_bits), SlotPtr::Bf16(v_bits), SlotPtr::Unused] = self.state
+                {
+                    let bits =
+                        [m_bits, v_bits].map(|b| std::slice::from_raw_parts_mut(b.add(a), n));
+                    let rotate = [lowp::rotation(1), lowp::rotation(2)];
+                    let stochastic = r.stochastic.then_some((random, rotate));
+                    if A::update_bf16(p, g, bits, stochastic, &self.scalars) {
+                        self.finish_block(a, n, p, &mut rounded, param_sr, random);
+                        a = b;
+                        continue;
+                    }
+                }
                 let [s0, s1, s2] = &mut slots;
                 let mut views: [&mut [f32]; MAX_SLOTS] = [&mut [], &mut [], &mut []];
                 for (k, (view, buf)) in views.iter_mut().zip([s0, s1, s2]).enumerate() {

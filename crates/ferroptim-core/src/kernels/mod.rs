@@ -143,6 +143,21 @@ pub trait Algorithm: Sync {
     ) -> bool {
         false
     }
+
+    /// [`Algorithm::update_int8`] for a block whose first two slots are
+    /// bfloat16 (slot 2 unused): decoded, updated and rounded back in one
+    /// loop. `stochastic`: the random bits and each slot's rotation, when the
+    /// state rounds stochastically (else to nearest even).
+    #[inline(always)]
+    fn update_bf16(
+        _param: &mut [f32],
+        _grad: &[f32],
+        _slots: [&mut [u16]; 2],
+        _stochastic: Option<(&[u32], [u32; 2])>,
+        _s: &Self::Scalars<f32>,
+    ) -> bool {
+        false
+    }
 }
 
 /// Applies one algorithm to whole slices: the single-tensor entry point,

@@ -1,5 +1,6 @@
-//! Fused 8-bit blocks ([`Algorithm::update_int8`]) give the generic mixed
-//! path's bits: the same rule run through a wrapper without the fused form.
+//! Fused blocks ([`Algorithm::update_int8`], [`Algorithm::update_bf16`])
+//! give the generic mixed path's bits: the same rule run through a wrapper
+//! without the fused forms.
 
 use super::super::adam::{Adam, AdamHyper};
 use super::super::lowp::{self, Storage, QBLOCK};
@@ -43,20 +44,26 @@ impl<A: Algorithm> Algorithm for Generic<A> {
     }
 }
 
-/// One tensor's buffers: bfloat16 bits or float32 params, 8-bit moments.
+/// One tensor's buffers: bfloat16 bits or float32 params; 8-bit or
+/// bfloat16 moments.
 struct Run {
     param32: Vec<f32>,
     param16: Vec<u16>,
     codes: [Vec<u8>; 2],
     scales: [Vec<f32>; 2],
+    bits: [Vec<u16>; 2],
 }
 
-fn run<A: Algorithm<Hyper = AdamHyper>>(
-    hyper: &AdamHyper,
-    n: usize,
-    bf16: Option<bool>, // None: float32 params; Some(sr): bfloat16 without master
+/// How a case stores its params and state.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    bf16_params: bool,
+    int8_state: bool,
+    stochastic: bool,
     transform: Option<(f32, f32)>,
-) -> Run {
+}
+
+fn run<A: Algorithm<Hyper = AdamHyper>>(hyper: &AdamHyper, n: usize, case: Case) -> Run {
     let blocks = n.div_ceil(QBLOCK);
     let mut r = Run {
         param32: (0..n).map(|i| (i as f32 * 0.37).sin()).collect(),
@@ -65,6 +72,7 @@ fn run<A: Algorithm<Hyper = AdamHyper>>(
             .collect(),
         codes: [vec![0; n], vec![0; n]],
         scales: [vec![0.0; blocks], vec![0.0; blocks]],
+        bits: [vec![0; n], vec![0; n]],
     };
     for step in 1..=4u64 {
         // Sparse, signed, varied grads: zeros make zero second moments.
@@ -80,11 +88,11 @@ fn run<A: Algorithm<Hyper = AdamHyper>>(
             .collect();
         let fresh = [step == 1; MAX_SLOTS];
         let scalars = A::scalars::<f32>(hyper, step, fresh);
-        let param = match bf16 {
-            None => (r.param32.as_mut_ptr() as *mut u8, Storage::F32),
-            Some(_) => (r.param16.as_mut_ptr() as *mut u8, Storage::Bf16),
+        let param = match case.bf16_params {
+            false => (r.param32.as_mut_ptr() as *mut u8, Storage::F32),
+            true => (r.param16.as_mut_ptr() as *mut u8, Storage::Bf16),
         };
-        let state: [SlotPtr; MAX_SLOTS] = [
+        let int8: [SlotPtr; MAX_SLOTS] = [
             SlotPtr::Int8 {
                 codes: r.codes[0].as_mut_ptr(),
                 scales: r.scales[0].as_mut_ptr(),
@@ -97,8 +105,14 @@ fn run<A: Algorithm<Hyper = AdamHyper>>(
             },
             SlotPtr::Unused,
         ];
+        let bf16 = [
+            SlotPtr::Bf16(r.bits[0].as_mut_ptr()),
+            SlotPtr::Bf16(r.bits[1].as_mut_ptr()),
+            SlotPtr::Unused,
+        ];
+        let state = if case.int8_state { int8 } else { bf16 };
         let rounding = Rounding {
-            stochastic: bf16 == Some(true),
+            stochastic: case.stochastic,
             seed: 5,
             tensor: 0,
             step,
@@ -113,7 +127,7 @@ fn run<A: Algorithm<Hyper = AdamHyper>>(
                 state,
                 n,
                 scalars,
-                transform,
+                case.transform,
                 None,
                 rounding,
             )
@@ -124,7 +138,7 @@ fn run<A: Algorithm<Hyper = AdamHyper>>(
 }
 
 #[test]
-fn fused_adam_int8_blocks_equal_the_generic_path_bit_for_bit() {
+fn fused_adam_blocks_equal_the_generic_path_bit_for_bit() {
     let hypers = [
         AdamHyper::default(),
         AdamHyper {
@@ -142,24 +156,39 @@ fn fused_adam_int8_blocks_equal_the_generic_path_bit_for_bit() {
     ];
     for hyper in &hypers {
         for n in [1, 255, 256, 3 * QBLOCK + 17] {
-            for (bf16, transform) in [
-                (None, None),
-                (None, Some((0.5, 0.004))),
-                (Some(false), None),
-                (Some(true), None),
-            ] {
-                let fused = run::<Adam>(hyper, n, bf16, transform);
-                let generic = run::<Generic<Adam>>(hyper, n, bf16, transform);
-                let what = format!("{hyper:?} n={n} bf16={bf16:?} transform={transform:?}");
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&fused.param32), bits(&generic.param32), "{what}");
-                assert_eq!(fused.param16, generic.param16, "{what}");
-                for k in 0..2 {
-                    assert_eq!(fused.codes[k], generic.codes[k], "{what} slot {k}");
-                    assert_eq!(bits(&fused.scales[k]), bits(&generic.scales[k]), "{what}");
+            for int8_state in [true, false] {
+                for (bf16_params, stochastic, transform) in [
+                    (false, false, None),
+                    (false, false, Some((0.5, 0.004))),
+                    (false, true, None),
+                    (true, false, None),
+                    (true, true, None),
+                ] {
+                    let case = Case {
+                        bf16_params,
+                        int8_state,
+                        stochastic,
+                        transform,
+                    };
+                    let fused = run::<Adam>(hyper, n, case);
+                    let generic = run::<Generic<Adam>>(hyper, n, case);
+                    let what = format!("{hyper:?} n={n} {case:?}");
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&fused.param32), bits(&generic.param32), "{what}");
+                    assert_eq!(fused.param16, generic.param16, "{what}");
+                    for k in 0..2 {
+                        assert_eq!(fused.codes[k], generic.codes[k], "{what} slot {k}");
+                        assert_eq!(bits(&fused.scales[k]), bits(&generic.scales[k]), "{what}");
+                        assert_eq!(fused.bits[k], generic.bits[k], "{what} slot {k}");
+                    }
+                    // The moments moved: the comparison is not between zeros.
+                    let moved = if int8_state {
+                        fused.codes[1].iter().any(|&c| c != 0)
+                    } else {
+                        fused.bits[1].iter().any(|&b| b != 0)
+                    };
+                    assert!(moved, "{what}");
                 }
-                // The moments moved: the comparison is not between zeros.
-                assert!(fused.codes[1].iter().any(|&c| c != 0), "{what}");
             }
         }
     }
