@@ -9,25 +9,46 @@
    from a mirrored one needs stroke directions and their layout; the 5
    upright digits alone are separated by far less (a base pretrained on
    them does no better than a random one).
-2. Fine-tune on 5-9 from ``per_class`` labelled images per class: the
-   pretrained conv base (both blocks) with new layers above it, first with the
-   pretrained blocks frozen (``opt.freeze``) for a few epochs, then
-   everything unfrozen, the pretrained blocks at a lower lr than the new
-   layers (one param group per layer).
+2. Fine-tune on 5-9 from ``per_class`` labelled images per class: a new
+   network takes the pretrained *first* conv block only (its stroke and edge
+   detectors); the second block and the head are new. 10 epochs with the
+   transferred block frozen (``opt.freeze``), then 50 with everything
+   trained, the transferred block at 0.3x the lr of the new layers (one
+   param group per layer).
 3. Against the same CNN trained from scratch on the same images, with the
    same augmentation, for as many epochs; and a control: the same
-   fine-tuning of a *randomly initialised* base (what the pretraining adds).
+   fine-tuning of a *randomly initialised* block (what the pretraining adds).
 
 The lr of each arm is chosen per run by 2-fold cross-validation on the
 labelled subset itself (same grid): the test images of 5-9 are only used
-for the final score. Each seed draws its own split, labelled subset and initialisation.
+for the final score. Each seed draws its own split, labelled subset and
+initialisation.
 
-Result (docs/examples.md): frozen, the pretrained base is far better than a
-random one; fine-tuned, it does not beat training from scratch (it wins at
-3 labels per class only, within the seeds' spread).
+Why the first block only: the recipe was chosen on a development split
+(``--dev``: seeds 100-102, scored on the 5-9 training images outside the
+labelled subset), never on the test images. There, fine-tuning from the
+whole pretrained conv base did no better than from scratch (worse at 5 and
+10 labels per class), and neither did L2-SP (a pull of the transferred weights
+towards their pretrained values instead of weight decay), a longer frozen
+phase (LP-FT), transferring the dense penultimate layer too (with the new
+output layer imprinted from class means), contrastive (SimCLR)
+pretraining, 5-class pretraining with strong jitter, shrink-and-perturb
+and joint training with the 0-4 images; the first block alone was ahead of
+scratch at every size, if only by 0.1-0.2 points at 5 and 10 labels per
+class (docs/examples.md has the tables). The deeper layers
+encode parts of 0-4; the first layer's stroke detectors are what carries
+over (as Yosinski et al. 2014 found for larger nets).
 
-    python examples/transfer_digits.py --per-class 2 3 5 10   # 3 seeds (docs/examples.md)
-    python examples/transfer_digits.py --quick                # 1 seed, tiny, for the tests
+Result on the test images (docs/examples.md, mean of seeds 0-2): the
+development split's gain does not hold up. Transfer beats from scratch at
+3 labels per class (91.4% against 89.3%) and loses at 2, 5 and 10 (82.7,
+93.0, 95.1% against 86.5, 93.8, 97.6%), the differences within the
+seeds' spread: on 8x8 digits, starting from features of 0-4 does not make a
+small CNN learn 5-9 from a few labels better than a random start does.
+
+    python examples/transfer_digits.py --per-class 2 3 5 10        # 3 seeds (docs/examples.md)
+    python examples/transfer_digits.py --dev --per-class 2 3 5 10  # the development split
+    python examples/transfer_digits.py --quick                     # 1 seed, tiny, for the tests
 """
 
 from __future__ import annotations
@@ -53,11 +74,16 @@ from cnn_digits import DigitsCNN, load_digits_images, split_validation  # noqa: 
 LAYERS = ("features.0", "features.3", "head")
 # Grids searched by cross-validation on the labelled subset (same for both arms).
 LRS = (1e-3, 3e-3, 1e-2)
-BLOCKS = (2,)  # the whole conv base (``fine_tune`` also takes 1: the first block)
+# Only the first conv block is transferred: its stroke detectors carry over to
+# new digits; the second block's digit-part features did worse than random
+# ones once fine-tuned (development split, module docstring).
+BLOCKS = (1,)
 # Pretrained layers move less in the unfrozen phase than the new ones.
 BASE_LR_FACTOR = 0.3
 # Epochs with the transferred blocks frozen, then unfrozen (scratch: the sum).
 PHASES = (10, 50)
+# Development seeds (``--dev``): the recipe was chosen on them, never on the test images.
+DEV_SEED = 100
 # The 8 symmetries of the square (4 rotations, each optionally transposed).
 N_SYMMETRIES = 8
 
@@ -221,13 +247,21 @@ def _best(results: dict[Any, tuple[float, float]]) -> Any:
     return max(results, key=lambda k: (results[k][0], -results[k][1]))
 
 
-def run_seed(seed: int, per_class: int, base: DigitsCNN, phases: tuple[int, int]) -> dict[str, Any]:
+def run_seed(
+    seed: int, per_class: int, base: DigitsCNN, phases: tuple[int, int], dev: bool = False
+) -> dict[str, Any]:
+    """One seed at one subset size: every arm's test accuracy on 5-9 (with
+    ``dev``: on the 5-9 training images outside the labelled subset instead,
+    the development split on which the recipe was chosen)."""
     data = load_digits_images(seed)
     Xtr, ytr, Xte, yte = data["X_train"], data["y_train"], data["X_test"], data["y_test"]
     X5, y5 = Xtr[ytr >= 5], ytr[ytr >= 5] - 5
     subset = few_labels(y5, per_class, seed)
     Xs, ys = X5[subset], y5[subset]
     Xt, yt = Xte[yte >= 5], yte[yte >= 5] - 5
+    if dev:
+        rest = np.setdiff1d(np.arange(len(y5)), subset)
+        Xt, yt = X5[rest], y5[rest]
     epochs = sum(phases)
 
     # Choices on the labelled subset only (2-fold cross-validation).
@@ -266,22 +300,32 @@ def run_seed(seed: int, per_class: int, base: DigitsCNN, phases: tuple[int, int]
         "from_scratch": float(scratch.evaluate(Xt, yt)["accuracy"]),
         "random_base": float(control.evaluate(Xt, yt)["accuracy"]),
         "random_base_frozen_phase_only": frozen[1],
+        "scored_images": len(yt),
         "chosen": {"transfer_blocks": blocks, "transfer_lr": lr_t, "scratch_lr": lr_s},
         "cv_accuracy": {"transfer": cv_transfer[(blocks, lr_t)][0], "scratch": cv_scratch[lr_s][0]},
     }
 
 
-def main(quick: bool = False, seeds: int = 3, per_class: int | list[int] = 10) -> dict[str, Any]:
+def main(
+    quick: bool = False, seeds: int = 3, per_class: int | list[int] = 10, dev: bool = False
+) -> dict[str, Any]:
     """Transfer vs. from-scratch (and random-base control) test accuracy on
-    5-9, per seed, mean and std, for each number of labelled images per class."""
+    5-9, per seed, mean and std, for each number of labelled images per class
+    (``dev``: seeds 100, 101, ..., scored on the development split)."""
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     sizes = [per_class] if isinstance(per_class, int) else list(per_class)
     n_seeds = 1 if quick else seeds
     phases = (2, 4) if quick else PHASES
-    result: dict[str, Any] = {"example": "transfer_digits", "seeds": n_seeds, "sizes": {}}
+    seed_list = [DEV_SEED + s if dev else s for s in range(n_seeds)]
+    result: dict[str, Any] = {
+        "example": "transfer_digits",
+        "seeds": n_seeds,
+        "scored_on": "development split" if dev else "test images",
+        "sizes": {},
+    }
     bases, source_acc = [], []
-    for seed in range(n_seeds):
+    for seed in seed_list:
         data = load_digits_images(seed)
         src = data["y_train"] < 5
         model, acc = pretrain(
@@ -291,7 +335,7 @@ def main(quick: bool = False, seeds: int = 3, per_class: int | list[int] = 10) -
         source_acc.append(acc)
     result["pretrain_val_accuracy"] = source_acc
     for k in sizes:
-        runs = [run_seed(s, k, bases[s], phases) for s in range(n_seeds)]
+        runs = [run_seed(s, k, b, phases, dev) for s, b in zip(seed_list, bases, strict=True)]
         entry: dict[str, Any] = {"per_seed": runs}
         for key in (
             "transfer",
@@ -315,5 +359,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--per-class", type=int, nargs="+", default=[10], help="labelled images per class"
     )
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="seeds 100+, scored on the 5-9 training images outside the subset",
+    )
     args = parser.parse_args()
-    print(json.dumps(main(args.quick, args.seeds, args.per_class), indent=2))
+    print(json.dumps(main(args.quick, args.seeds, args.per_class, args.dev), indent=2))

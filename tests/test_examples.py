@@ -190,7 +190,21 @@ def test_transfer_quick_run() -> None:
     assert run["from_scratch_mean"] >= 0.7
     assert run["random_base_mean"] >= 0.5
     chosen = run["per_seed"][0]["chosen"]
-    assert chosen["transfer_blocks"] == 2 and chosen["scratch_lr"] in (1e-3, 3e-3, 1e-2)
+    # The recipe transfers the first conv block only (chosen on the dev split).
+    assert chosen["transfer_blocks"] == 1 and chosen["scratch_lr"] in (1e-3, 3e-3, 1e-2)
+    assert result["scored_on"] == "test images"
+    assert run["per_seed"][0]["scored_images"] == 224  # the 5-9 test images of seed 0
+
+
+def test_transfer_dev_split_scores_outside_the_subset(torch: Any) -> None:
+    transfer = _example("transfer_digits")
+    data = _example("cnn_digits").load_digits_images(transfer.DEV_SEED)
+    X, y = data["X_train"], data["y_train"]
+    base, _ = transfer.pretrain(X[y < 5][:64], y[y < 5][:64], epochs=1, seed=0)
+    run = transfer.run_seed(transfer.DEV_SEED, 2, base, (1, 1), dev=True)
+    # Scored on the 5-9 training images less the 2 x 5 labelled ones, not on test.
+    assert run["scored_images"] == int(np.sum(y >= 5)) - 10
+    assert {"transfer", "from_scratch", "random_base"} <= set(run)
 
 
 def test_search_runs_each_sampler() -> None:
