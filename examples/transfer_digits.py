@@ -250,9 +250,22 @@ def _best(results: dict[Any, tuple[float, float]]) -> Any:
 def run_seed(
     seed: int, per_class: int, base: DigitsCNN, phases: tuple[int, int], dev: bool = False
 ) -> dict[str, Any]:
-    """One seed at one subset size: every arm's test accuracy on 5-9 (with
-    ``dev``: on the 5-9 training images outside the labelled subset instead,
-    the development split on which the recipe was chosen)."""
+    """One seed at one subset size: every arm's accuracy on 5-9.
+
+    Parameters
+    ----------
+    seed : int
+        Data split, labelled subset and initialisation seed.
+    per_class : int
+        Labelled images per class of 5-9.
+    base : DigitsCNN
+        The network pretrained on 0-4 (:func:`pretrain`).
+    phases : tuple of int
+        Epochs with the transferred block frozen, then unfrozen.
+    dev : bool
+        Score on the 5-9 training images outside the labelled subset (the
+        development split the recipe was chosen on), not on the test images.
+    """
     data = load_digits_images(seed)
     Xtr, ytr, Xte, yte = data["X_train"], data["y_train"], data["X_test"], data["y_test"]
     X5, y5 = Xtr[ytr >= 5], ytr[ytr >= 5] - 5
@@ -309,9 +322,20 @@ def run_seed(
 def main(
     quick: bool = False, seeds: int = 3, per_class: int | list[int] = 10, dev: bool = False
 ) -> dict[str, Any]:
-    """Transfer vs. from-scratch (and random-base control) test accuracy on
-    5-9, per seed, mean and std, for each number of labelled images per class
-    (``dev``: seeds 100, 101, ..., scored on the development split)."""
+    """Transfer vs. from-scratch (and random-base control) accuracy on 5-9,
+    per seed, mean and std, for each number of labelled images per class.
+
+    Parameters
+    ----------
+    quick : bool
+        1 seed, 1 pretraining epoch and 2 + 4 fine-tuning epochs (the tests).
+    seeds : int
+        Seeds to average over (0, 1, ...; with ``dev``: 100, 101, ...).
+    per_class : int or list of int
+        Labelled images per class, one entry per subset size.
+    dev : bool
+        Score on the development split (:func:`run_seed`), not on test.
+    """
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     sizes = [per_class] if isinstance(per_class, int) else list(per_class)
