@@ -210,33 +210,53 @@ pub fn store_half(
     half: Storage,
     random: Option<(&[u32], u32)>,
 ) {
+    let written = narrow_half(out, values, half, random);
+    let read_back = if half == Storage::Bf16 {
+        bf16_to_f32
+    } else {
+        f16_to_f32
+    };
+    for (v, &o) in values[..written].iter_mut().zip(out.iter()) {
+        *v = read_back(o);
+    }
+}
+
+/// [`store_half`] without the read-back (where nothing reads the stored
+/// values as float32 again); returns how many it wrote.
+#[inline(always)]
+pub fn narrow_half(
+    out: &mut [u16],
+    values: &[f32],
+    half: Storage,
+    random: Option<(&[u32], u32)>,
+) -> usize {
+    let n = out.len().min(values.len());
+    let n = random.map_or(n, |(r, _)| n.min(r.len()));
+    let (out, values) = (&mut out[..n], &values[..n]);
     match (half, random) {
         (Storage::Bf16, None) => {
-            for (o, v) in out.iter_mut().zip(values) {
-                *o = f32_to_bf16(*v);
-                *v = bf16_to_f32(*o);
+            for (o, &v) in out.iter_mut().zip(values) {
+                *o = f32_to_bf16(v);
             }
         }
         (Storage::Bf16, Some((random, rotate))) => {
-            for ((o, v), r) in out.iter_mut().zip(values).zip(random) {
-                *o = f32_to_bf16_stochastic(*v, r.rotate_left(rotate));
-                *v = bf16_to_f32(*o);
+            for ((o, &v), r) in out.iter_mut().zip(values).zip(random) {
+                *o = f32_to_bf16_stochastic(v, r.rotate_left(rotate));
             }
         }
         (Storage::F16, None) => {
-            for (o, v) in out.iter_mut().zip(values) {
-                *o = f32_to_f16(*v);
-                *v = f16_to_f32(*o);
+            for (o, &v) in out.iter_mut().zip(values) {
+                *o = f32_to_f16(v);
             }
         }
         (Storage::F16, Some((random, rotate))) => {
-            for ((o, v), r) in out.iter_mut().zip(values).zip(random) {
-                *o = f32_to_f16_stochastic(*v, r.rotate_left(rotate));
-                *v = f16_to_f32(*o);
+            for ((o, &v), r) in out.iter_mut().zip(values).zip(random) {
+                *o = f32_to_f16_stochastic(v, r.rotate_left(rotate));
             }
         }
         (Storage::F32, _) => unreachable!("float32 is stored directly"),
     }
+    n
 }
 
 // The 8-bit codes are the high bits of the float32 of `x / absmax`: an

@@ -148,7 +148,6 @@ impl<S: Copy> MixedJob<S> {
         let mut random = [0u32; QBLOCK];
         let mut grad = [0f32; QBLOCK];
         let mut param = [0f32; QBLOCK];
-        let mut rounded = [0f32; QBLOCK];
         let mut slots = [[0f32; QBLOCK]; MAX_SLOTS];
         let mut a = lo;
         while a < hi {
@@ -204,7 +203,7 @@ impl<S: Copy> MixedJob<S> {
                         },
                     );
                     if A::update_int8(p, g, fused, random, &self.scalars) {
-                        self.finish_block(a, n, p, &mut rounded, param_sr, random);
+                        self.finish_block(a, n, p, param_sr, random);
                         a = b;
                         continue;
                     }
@@ -216,7 +215,7 @@ impl<S: Copy> MixedJob<S> {
                     let rotate = [lowp::rotation(1), lowp::rotation(2)];
                     let stochastic = r.stochastic.then_some((random, rotate));
                     if A::update_bf16(p, g, bits, stochastic, &self.scalars) {
-                        self.finish_block(a, n, p, &mut rounded, param_sr, random);
+                        self.finish_block(a, n, p, param_sr, random);
                         a = b;
                         continue;
                     }
@@ -265,7 +264,7 @@ impl<S: Copy> MixedJob<S> {
                         }
                     }
                 }
-                self.finish_block(a, n, p, &mut rounded, param_sr, random);
+                self.finish_block(a, n, p, param_sr, random);
             }
             a = b;
         }
@@ -282,7 +281,6 @@ impl<S: Copy> MixedJob<S> {
         a: usize,
         n: usize,
         p: &mut [f32],
-        rounded: &mut [f32; QBLOCK],
         param_sr: bool,
         random: &[u32],
     ) {
@@ -290,14 +288,13 @@ impl<S: Copy> MixedJob<S> {
         unsafe {
             if self.param_storage != Storage::F32 {
                 let out = std::slice::from_raw_parts_mut((self.param as *mut u16).add(a), n);
-                if self.master.is_null() {
-                    let sr = param_sr.then_some((random, lowp::rotation(0)));
+                let sr = param_sr.then_some((random, lowp::rotation(0)));
+                if self.master.is_null() && !self.average.is_null() {
+                    // The average follows the param as stored.
                     lowp::store_half(out, p, self.param_storage, sr);
                 } else {
-                    // The master keeps its value: round a copy.
-                    let copy = &mut rounded[..n];
-                    copy.copy_from_slice(p);
-                    lowp::store_half(out, copy, self.param_storage, None);
+                    // The master keeps its value (`sr` is None with one).
+                    lowp::narrow_half(out, p, self.param_storage, sr);
                 }
             }
             if !self.average.is_null() {
