@@ -70,3 +70,53 @@ def test_a_shrunk_grad_is_not_read_past_its_end():
     with pytest.raises(GradError, match="shape"):
         opt.step()
     assert torch.equal(p.detach(), torch.zeros(6))
+
+
+class _Recorder:
+    """The engine, with the name of each step method called recorded."""
+
+    def __init__(self, engine):
+        self.engine, self.calls = engine, []
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def step(self, *args, **kw):
+        self.calls.append("views")
+        return self.engine.step(*args, **kw)
+
+    def step_addresses_unchecked(self, *args, **kw):
+        self.calls.append("addresses")
+        return self.engine.step_addresses_unchecked(*args, **kw)
+
+
+def test_kept_grads_step_by_address_once_their_views_were_checked():
+    model, ref = _model(), _model()
+    opt = fot.AdamW(model.parameters(), lr=0.01, weight_decay=0.1)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=0.01, weight_decay=0.1)
+    rec = opt._engine = _Recorder(opt._engine)
+    x = torch.randn(16, 7, generator=torch.Generator().manual_seed(1))
+    for m in (model, ref):
+        m(x).square().mean().backward()
+    for _ in range(4):  # the same grad tensors each step
+        opt.step()
+        ref_opt.step()
+    # New grads by address, the same again through views (checked), then the
+    # checked views by their addresses.
+    assert rec.calls == ["addresses", "views", "addresses", "addresses"]
+    opt.zero_grad(set_to_none=False)  # zeroed in place: the same views
+    ref_opt.zero_grad(set_to_none=False)
+    for m in (model, ref):
+        m(x).square().mean().backward()
+    opt.step()
+    ref_opt.step()
+    assert rec.calls[-1] == "addresses"
+    model[0].bias.grad = None  # the views list changes: checked again
+    ref[0].bias.grad = None
+    opt.step()
+    opt.step()
+    ref_opt.step()
+    ref_opt.step()
+    assert rec.calls[-2:] == ["views", "addresses"]
+    for a, b in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

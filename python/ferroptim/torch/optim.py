@@ -19,10 +19,11 @@ import torch
 
 from ferroptim._compat import check_torch_flags, plain
 from ferroptim._precision import check_precision
-from ferroptim.exceptions import DtypeError, GradError, ParamError, StateDictError
+from ferroptim.exceptions import ParamError, StateDictError
 from ferroptim.torch import flat as _flatten
 from ferroptim.torch import lowp as _lowp
 from ferroptim.torch import state as _state
+from ferroptim.torch.grads import PTR, GradIntake
 from ferroptim.torch.specs import DOCS, SPECS, Spec, numpydoc_type
 from ferroptim.torch.state import Entry, Member, StateView
 
@@ -45,18 +46,10 @@ __all__ = [
 ]
 
 _GRAD = operator.attrgetter("grad")
-# The engine checks that a grad's dtype suits its param.
-_GRAD_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-# The C methods themselves, not ``methodcaller``: a Parameter's method lookup
-# (a Python subclass) doubled the cost (10000 params: 1.2 ms -> 0.5-0.9 ms a pass).
-_PTR = torch.Tensor.data_ptr
-_CONTIGUOUS = torch.Tensor.is_contiguous
-_NUMEL = torch.Tensor.numel
-_DTYPE = operator.attrgetter("dtype")
 _NOT_HYPERS = ("params", "param_names")
 
 
-class TorchOptimizer(torch.optim.Optimizer):
+class TorchOptimizer(GradIntake, torch.optim.Optimizer):
     """A ``torch.optim.Optimizer`` whose step is ferroptim's one Rust pass.
 
     ``param_groups``, hooks and ``state_dict``'s format are torch's;
@@ -100,6 +93,7 @@ class TorchOptimizer(torch.optim.Optimizer):
         self._meta: tuple[list[Any], list[int]] | None = None  # the singles' dtypes and sizes
         self._last: list[Any] = []  # the previous step's grad objects
         self._grads: list[Any] = []  # the engine's grads list (views, None, arena slices)
+        self._gaddr: tuple[list[Any], list[int | None]] | None = None  # see _step_views
         self._flats: list[Any] = []
         self._pending: dict[Any, Any] = {}
         self._snap: dict[Any, dict[str, Any]] | None = None
@@ -236,7 +230,7 @@ class TorchOptimizer(torch.optim.Optimizer):
         self._flush()
         for flat in self._flats:
             flat.sync()
-        if list(map(_PTR, self._singles)) != self._ptrs:
+        if list(map(PTR, self._singles)) != self._ptrs:
             self._rebuild()
         grads = list(map(_GRAD, self._singles))
         groups = [self._hypers(g) for g in self.param_groups]
@@ -250,60 +244,9 @@ class TorchOptimizer(torch.optim.Optimizer):
         else:
             if fresh:
                 self._new_grads(grads)
-            self._engine.step(self._grads, groups)
+            self._step_views(groups)
         self._snap = None
         return loss
-
-    def _addresses(self, grads: list[Any]) -> list[int] | None:
-        """The grads' addresses if each is a dense contiguous tensor of its param's
-        dtype and size (60 ns a ``data_ptr()``, 1 µs a NumPy view), else None."""
-        if len(self._single_pos) != len(self._grads) or not grads:
-            return None  # flattened runs: no per-tensor work to save
-        if self._meta is None:
-            self._meta = (list(map(_DTYPE, self._singles)), list(map(_NUMEL, self._singles)))
-        dtypes, sizes = self._meta
-        try:
-            # `None` grads or sparse ones raise here: the general path handles them.
-            if not all(map(_CONTIGUOUS, grads)):
-                return None
-            if list(map(_DTYPE, grads)) != dtypes or list(map(_NUMEL, grads)) != sizes:
-                return None
-            return list(map(_PTR, grads))
-        except (AttributeError, TypeError, RuntimeError):
-            return None
-
-    def _new_grads(self, grads: list[Any]) -> None:
-        try:  # the common case, in one comprehension: CPU float grads without autograd
-            views = [None if g is None else g.numpy() for g in grads]
-        except (AttributeError, TypeError, RuntimeError):
-            try:  # bfloat16 grads: torch's numpy() refuses them, an int16 view does not
-                views = [None if g is None else _lowp.numpy_view(g) for g in grads]
-            except (AttributeError, TypeError, RuntimeError):  # name the culprit
-                views = [None if g is None else self._slow_view(g, k) for k, g in enumerate(grads)]
-        if len(self._single_pos) == len(self._grads):  # no arena runs: positions 0..n-1
-            self._grads = views
-        else:
-            for pos, v in zip(self._single_pos, views):
-                self._grads[pos] = v
-        self._gcache = grads
-
-    def _slow_view(self, g: Any, k: int) -> Any:
-        try:
-            return g.numpy()
-        except (AttributeError, TypeError, RuntimeError):
-            return self._grad_view(g, self._entries[self._single_pos[k]].members[0].label)
-
-    @staticmethod
-    def _grad_view(g: Any, lab: str) -> Any:
-        """A NumPy view of a grad that the fast path could not take, or why not."""
-        if not isinstance(g, torch.Tensor) or g.layout != torch.strided:
-            raise GradError(f"grad of param {lab} must be a dense tensor (sparse grads: no)")
-        if g.device.type != "cpu" or g.dtype not in _GRAD_DTYPES:
-            raise DtypeError(
-                f"grad of param {lab} is a {g.dtype} tensor on {g.device}: it must be a "
-                "CPU tensor of its param's dtype (or float32 for a 16-bit param)"
-            )
-        return _lowp.numpy_view(g)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """As torch's; grads of flattened params are zeroed in place either way
