@@ -120,3 +120,22 @@ def test_kept_grads_step_by_address_once_their_views_were_checked():
     assert rec.calls[-2:] == ["views", "addresses"]
     for a, b in zip(model.parameters(), ref.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "make_grad",
+    [
+        lambda: torch.ones(1).expand(8),  # stride 0: one element in memory
+        lambda: torch.arange(8.0).reshape(2, 4).t().reshape(8),  # a copy: contiguous
+        lambda: torch.arange(16.0)[::2],  # strided
+    ],
+    ids=["expanded", "contiguous", "strided"],
+)
+def test_kept_grads_the_engine_copies_are_never_stepped_by_address(make_grad):
+    p, q = torch.nn.Parameter(torch.zeros(8)), torch.nn.Parameter(torch.zeros(8))
+    p.grad, q.grad = make_grad(), make_grad()
+    opt, ref = fot.SGD([p], lr=1.0), torch.optim.SGD([q], lr=1.0)
+    for _ in range(4):
+        opt.step()
+        ref.step()
+    torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=0)

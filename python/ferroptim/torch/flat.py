@@ -1,24 +1,25 @@
-"""Flattened mode: a model's params and grads as views into one ParamArena.
+r"""Flattened mode: a model's params and grads as views into one ParamArena.
 
 After :func:`flatten`, every ``p.data`` is a view into ``arena.data`` and every
 ``p.grad`` a view into ``arena.grad``. torch's backward adds into an existing
 ``.grad`` in place, so the grads land in the arena, and a ferroptim.torch
-optimizer over these params steps the arena's contiguous runs (usually one)
-with no per-tensor work.
+optimizer over these params steps the arena's contiguous runs (usually one).
 
 Rebinding a tensor (``model.zero_grad()`` sets grads to None; ``p.data =
-...``) would break a view. flatten() makes each ``nn.Parameter`` a
-:class:`LinkedParameter`, whose ``.grad`` and ``.data`` setters note the
-change, and the next step (or ``zero_grad``) repairs just the noted params:
-a new grad or new values are copied into the arena and the view put back; a
-grad that is None counts as zero (all params of a run step together). So a
-step does no per-tensor work unless something was rebound.
+...``) breaks a view; the next step (or ``zero_grad``) repairs it: a new grad
+or new values are copied into the arena and the view put back; a grad that
+is None counts as zero (all params of a run step together). flatten() makes
+each ``nn.Parameter`` a :class:`LinkedParameter`, whose ``.grad`` and
+``.data`` setters note a rebinding done from Python. C++ code rebinds too:
+a ``backward(create_graph=True)`` makes new grad tensors, as do DDP's
+gradient-as-bucket-view, ``Tensor.set_`` and ``torch.utils.swap_tensors``.
 
-What bypasses Python's setters is not seen: C++ code that rebinds a tensor
-(``Tensor.set_``, ``torch.utils.swap_tensors``), or a flattened tensor that is
-not an exact ``nn.Parameter`` (those are checked at every step anyway).
-``flatten(..., check_links=True)`` checks every param at every step, with two
-C-level passes over the params (about 0.25 us per tensor).
+By default (``check_links=True``) each step also checks every param's links
+with two C-level passes (about 0.25 us per tensor), so nothing is missed.
+``flatten(..., check_links=False)`` repairs only what the setters noted (and
+tensors that are not exact ``nn.Parameter``\ s, checked at every step): a step
+then does no per-tensor work at all, for code that does none of the C++
+rebinding above.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ _ATTR = "_ferroptim_flat"
 def owner(p: Any) -> tuple[FlatParams, int] | None:
     """The :class:`FlatParams` holding ``p`` and its index there, or None."""
     own = getattr(p, _ATTR, None)
-    # A deep copy of a flattened model copies the attribute (and a copy of the
-    # FlatParams), not the link: its params hold storage of their own.
+    # A copy that carries the attribute (pickling a param with its __dict__)
+    # does not carry the link: its params hold storage of their own.
     if own is None or own[0].data_views[own[1]].data_ptr() != p.data_ptr():
         return None
     return own
@@ -147,7 +148,7 @@ class FlatParams:
     """
 
     def __init__(
-        self, arena: ParamArena, tensors: list[Any], names: list[str], check_links: bool = False
+        self, arena: ParamArena, tensors: list[Any], names: list[str], check_links: bool = True
     ) -> None:
         self.check_links = bool(check_links)
         self.arena = arena
@@ -186,7 +187,7 @@ class FlatParams:
         if self.check_links:
             # Two C-level passes; the repair below looks at each param again.
             if list(map(_PTR, tensors)) == ptrs and all(
-                map(operator.is_, map(_GRAD, tensors), grads)
+                map(operator.is_, map(_GRAD_SLOT.__get__, tensors), grads)
             ):
                 scan = []
         found = [
@@ -236,7 +237,7 @@ def _named(params: Any) -> list[tuple[str, Any]]:
     return [(str(i), p) for i, p in enumerate(items)]
 
 
-def flatten(params: Any, dtype: Any = None, check_links: bool = False) -> FlatParams:
+def flatten(params: Any, dtype: Any = None, check_links: bool = True) -> FlatParams:
     """Makes the params (and grads) of ``params`` views into one ParamArena.
 
     Parameters
@@ -246,11 +247,11 @@ def flatten(params: Any, dtype: Any = None, check_links: bool = False) -> FlatPa
     dtype : torch.dtype, optional
         The arena's dtype (float32 or float64); by default the params' own,
         which must then be one dtype.
-    check_links : bool, default False
+    check_links : bool, default True
         Check at each step that every ``p.data`` and ``p.grad`` is still its
-        arena view, and repair it if not; by default only params rebound
-        through Python's setters are repaired, and a step does no per-tensor
-        work (see above).
+        arena view, and repair it if not; False repairs only the rebinding
+        done through Python's setters, and a step does no per-tensor work
+        (see above: not with ``backward(create_graph=True)``).
 
     Returns
     -------

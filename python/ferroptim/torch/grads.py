@@ -30,6 +30,17 @@ _NUMEL = torch.Tensor.numel
 _DTYPE = operator.attrgetter("dtype")
 
 
+def _in_place(view: Any, param: Any) -> bool:
+    """Whether the engine reads grad ``view`` of ``param`` where it lies."""
+    flags = view.flags
+    return (
+        view.dtype == param.dtype
+        and view.size == param.size
+        and flags.c_contiguous
+        and flags.aligned
+    )
+
+
 class GradIntake:
     """The grad-reading half of TorchOptimizer (a mixin over its attributes:
     ``_engine``, ``_entries``, ``_singles``, ``_single_pos``, ``_grads``,
@@ -56,8 +67,9 @@ class GradIntake:
                 return
         self._gaddr = None
         self._engine.step(views, groups)
-        dtypes = [e.array.dtype for e in self._entries]
-        if all(v is None or v.dtype == d for v, d in zip(views, dtypes)):
+        # By address later only what the engine reads in place: the param's dtype
+        # and size, C-contiguous and aligned (it steps a copy of anything else).
+        if all(v is None or _in_place(v, e.array) for v, e in zip(views, self._entries)):
             addresses = [None if v is None else v.__array_interface__["data"][0] for v in views]
             self._gaddr = (list(views), addresses)
 

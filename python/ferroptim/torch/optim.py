@@ -209,6 +209,7 @@ class TorchOptimizer(GradIntake, torch.optim.Optimizer):
             e.array = a
         self._ptrs = [p.data_ptr() for p in self._singles]
         self._gcache = [None] * len(self._singles)
+        self._gaddr = None
         self._meta = None
         for pos in self._single_pos:
             self._grads[pos] = None
@@ -265,6 +266,7 @@ class TorchOptimizer(GradIntake, torch.optim.Optimizer):
                 g.zero_()
         if set_to_none:
             # Drop the cached views too: they would keep the old grads' memory alive.
+            self._gaddr = None
             self._gcache = [None] * len(self._singles)
             self._last = []
             for pos in self._single_pos:
