@@ -10,7 +10,8 @@ use crate::error::Result;
 use crate::hyper::HyperSource;
 use crate::kernels::prelude::Prelude;
 
-/// `A` with every item forwarded except `update_int8` (the default: none).
+/// `A` with every item forwarded except the fused blocks `update_int8` and
+/// `update_bf16` (the defaults: none).
 struct Generic<A>(A);
 
 impl<A: Algorithm> Algorithm for Generic<A> {
@@ -47,6 +48,8 @@ impl<A: Algorithm> Algorithm for Generic<A> {
 /// One tensor's buffers: bfloat16 bits or float32 params; 8-bit or
 /// bfloat16 moments.
 struct Run {
+    master: Vec<f32>,
+    average: Vec<f32>,
     param32: Vec<f32>,
     param16: Vec<u16>,
     codes: [Vec<u8>; 2],
@@ -58,6 +61,10 @@ struct Run {
 #[derive(Clone, Copy, Debug)]
 struct Case {
     bf16_params: bool,
+    /// float32 master weights for the bfloat16 params.
+    master: bool,
+    /// A running average (EMA) of the params.
+    average: bool,
     int8_state: bool,
     stochastic: bool,
     transform: Option<(f32, f32)>,
@@ -66,6 +73,8 @@ struct Case {
 fn run<A: Algorithm<Hyper = AdamHyper>>(hyper: &AdamHyper, n: usize, case: Case) -> Run {
     let blocks = n.div_ceil(QBLOCK);
     let mut r = Run {
+        master: (0..n).map(|i| (i as f32 * 0.37).sin()).collect(),
+        average: vec![0.0; n],
         param32: (0..n).map(|i| (i as f32 * 0.37).sin()).collect(),
         param16: (0..n)
             .map(|i| lowp::f32_to_bf16((i as f32 * 0.37).sin()))
@@ -123,12 +132,16 @@ fn run<A: Algorithm<Hyper = AdamHyper>>(hyper: &AdamHyper, n: usize, case: Case)
             MixedJob::new(
                 param,
                 (grad.as_ptr() as *const u8, Storage::F32),
-                std::ptr::null_mut(),
+                if case.master {
+                    r.master.as_mut_ptr()
+                } else {
+                    std::ptr::null_mut()
+                },
                 state,
                 n,
                 scalars,
                 case.transform,
-                None,
+                case.average.then_some((r.average.as_mut_ptr(), 0.25)),
                 rounding,
             )
         }];
@@ -157,15 +170,21 @@ fn fused_adam_blocks_equal_the_generic_path_bit_for_bit() {
     for hyper in &hypers {
         for n in [1, 255, 256, 3 * QBLOCK + 17] {
             for int8_state in [true, false] {
-                for (bf16_params, stochastic, transform) in [
-                    (false, false, None),
-                    (false, false, Some((0.5, 0.004))),
-                    (false, true, None),
-                    (true, false, None),
-                    (true, true, None),
+                // (bf16 params, master, average, stochastic, transform)
+                for (bf16_params, master, average, stochastic, transform) in [
+                    (false, false, false, false, None),
+                    (false, false, false, false, Some((0.5, 0.004))),
+                    (false, false, true, true, None),
+                    (true, false, false, false, None),
+                    (true, false, false, true, None),
+                    (true, false, true, true, None),
+                    (true, true, false, false, None),
+                    (true, true, true, true, Some((2.0, 0.01))),
                 ] {
                     let case = Case {
                         bf16_params,
+                        master,
+                        average,
                         int8_state,
                         stochastic,
                         transform,
@@ -176,6 +195,11 @@ fn fused_adam_blocks_equal_the_generic_path_bit_for_bit() {
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&fused.param32), bits(&generic.param32), "{what}");
                     assert_eq!(fused.param16, generic.param16, "{what}");
+                    assert_eq!(bits(&fused.master), bits(&generic.master), "{what}");
+                    assert_eq!(bits(&fused.average), bits(&generic.average), "{what}");
+                    if average {
+                        assert!(fused.average.iter().any(|&x| x != 0.0), "{what}");
+                    }
                     for k in 0..2 {
                         assert_eq!(fused.codes[k], generic.codes[k], "{what} slot {k}");
                         assert_eq!(bits(&fused.scales[k]), bits(&generic.scales[k]), "{what}");
