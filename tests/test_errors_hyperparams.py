@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import ferroptim as fo
+from _api_helpers import deep_equal
 from _errors_helpers import F32, F64, FACTORIES, KINDS, Rig, check_raises
 from ferroptim.exceptions import (
     DtypeError,
@@ -21,26 +22,6 @@ from ferroptim.exceptions import (
     ParamError,
     StateDictError,
 )
-
-
-def deep_equal(a: Any, b: Any) -> bool:
-    """Structural equality, arrays compared by dtype, shape and values."""
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return (
-            isinstance(a, np.ndarray)
-            and isinstance(b, np.ndarray)
-            and a.dtype == b.dtype
-            and a.shape == b.shape
-            and np.array_equal(a, b)
-        )
-    if isinstance(a, dict):
-        return (
-            isinstance(b, dict) and a.keys() == b.keys() and all(deep_equal(a[k], b[k]) for k in a)
-        )
-    if isinstance(a, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(map(deep_equal, a, b))
-    return type(a) is type(b) and a == b
-
 
 # -- hyperparameters ----------------------------------------------------------
 

@@ -39,11 +39,11 @@ from ferroptim.exceptions import DtypeError, ParamError
 
 __all__ = ["FlatParams", "LinkedParameter", "flatten", "owner"]
 
-_GRAD = operator.attrgetter("grad")
 _PTR = torch.Tensor.data_ptr  # the C method: a Parameter's lookup doubled the cost
 # torch's own slots for .grad and .data, which LinkedParameter's properties wrap.
 _GRAD_SLOT = torch._C.TensorBase.grad
 _DATA_SLOT = torch._C.TensorBase.data
+_GRAD_GET = _GRAD_SLOT.__get__  # torch's getter, not LinkedParameter's property
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 _PARAM_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -105,7 +105,7 @@ class LinkedParameter(torch.nn.Parameter):
 
     @property  # type: ignore[override]
     def grad(self) -> Any:
-        return _GRAD_SLOT.__get__(self)
+        return _GRAD_GET(self)
 
     @grad.setter
     def grad(self, value: Any) -> None:
@@ -184,16 +184,16 @@ class FlatParams:
     def _broken(self) -> list[int]:
         """The params whose links may have broken: those noted by the setters,
         plus every one that a scan finds broken (all with ``check_links``)."""
-        scan = range(len(self.tensors)) if self.check_links else self.unguarded
         tensors, ptrs, grads = self.tensors, self.ptrs, self.grad_views
+        scan: Any = self.unguarded
         if self.check_links:
-            # Two C-level passes; the repair below looks at each param again.
-            if list(map(_PTR, tensors)) == ptrs and all(
-                map(operator.is_, map(_GRAD_SLOT.__get__, tensors), grads)
-            ):
-                scan = []
+            # Two C-level passes; each param is looked at again only if one failed.
+            intact = list(map(_PTR, tensors)) == ptrs and all(
+                map(operator.is_, map(_GRAD_GET, tensors), grads)
+            )
+            scan = [] if intact else range(len(tensors))
         found = [
-            i for i in scan if _PTR(tensors[i]) != ptrs[i] or _GRAD(tensors[i]) is not grads[i]
+            i for i in scan if _PTR(tensors[i]) != ptrs[i] or _GRAD_GET(tensors[i]) is not grads[i]
         ]
         return sorted(self.rebound.union(found))
 
@@ -216,7 +216,7 @@ class FlatParams:
                 if _PTR(p) != ptrs[i]:
                     view.copy_(p.detach())
                     _DATA_SLOT.__set__(p, view)
-                g = _GRAD_SLOT.__get__(p)
+                g = _GRAD_GET(p)
                 if g is not gview:
                     if g is None:
                         gview.zero_()

@@ -58,6 +58,26 @@ pub struct AdamScalars<T> {
     amsgrad: bool,
 }
 
+impl<T: Real> AdamScalars<T> {
+    /// The moments after one step on grad `g` (torch's lerp for the first:
+    /// its weight is below 0.5).
+    #[inline(always)]
+    fn moments(&self, g: T, m: T, v: T) -> (T, T) {
+        (
+            m + self.one_minus_beta1 * (g - m),
+            v * self.beta2 + self.one_minus_beta2 * g * g,
+        )
+    }
+
+    /// Param `p` (after decoupled decay) moved by first moment `m` over the
+    /// second moment `second` (amsgrad's running maximum, or `v`).
+    #[inline(always)]
+    fn moved(&self, p: T, m: T, second: T) -> T {
+        let denom = second.sqrt() / self.bias_correction2_sqrt + self.eps;
+        p + self.neg_step_size * m / denom
+    }
+}
+
 pub struct Adam;
 
 impl Algorithm for Adam {
@@ -202,10 +222,8 @@ fn adam_bf16<const REGULARIZE: bool, const STOCHASTIC: bool>(
     for i in 0..n {
         let (m_old, v_old) = (lowp::bf16_to_f32(m[i]), lowp::bf16_to_f32(v[i]));
         let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
-        let mi = m_old + s.one_minus_beta1 * (g - m_old);
-        let vi = v_old * s.beta2 + s.one_minus_beta2 * g * g;
-        let denom = vi.sqrt() / s.bias_correction2_sqrt + s.eps;
-        param[i] = p + s.neg_step_size * mi / denom;
+        let (mi, vi) = s.moments(g, m_old, v_old);
+        param[i] = s.moved(p, mi, vi);
         if STOCHASTIC {
             m[i] = lowp::f32_to_bf16_stochastic(mi, random[i].rotate_left(rotate[0]));
             v[i] = lowp::f32_to_bf16_stochastic(vi, random[i].rotate_left(rotate[1]));
@@ -240,14 +258,12 @@ fn adam_int8<const REGULARIZE: bool>(
         let m_old = lowp::decode(m_codes[i], true) * m_scale;
         let v_old = lowp::decode(v_codes[i], false) * v_scale;
         let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
-        let mi = m_old + s.one_minus_beta1 * (g - m_old);
-        let vi = v_old * s.beta2 + s.one_minus_beta2 * g * g;
+        let (mi, vi) = s.moments(g, m_old, v_old);
         m_new[i] = mi;
         v_new[i] = vi;
         m_top = m_top.max(lowp::magnitude_bits(mi));
         v_top = v_top.max(lowp::magnitude_bits(vi));
-        let denom = vi.sqrt() / s.bias_correction2_sqrt + s.eps;
-        param[i] = p + s.neg_step_size * mi / denom;
+        param[i] = s.moved(p, mi, vi);
     }
     *m.scale = lowp::encode_block(&m_new[..n], m_top, m.codes, true, random, m.rotate);
     *v.scale = lowp::encode_block(&v_new[..n], v_top, v.codes, false, random, v.rotate);
@@ -267,9 +283,7 @@ fn adam<T: Real, const AMSGRAD: bool, const REGULARIZE: bool>(
     let vmax = if AMSGRAD { &mut vmax[..n] } else { vmax };
     crate::blocked!(n; param, grad, m, v, vmax; |i| {
         let (g, p) = s.pre.apply::<REGULARIZE>(grad[i], param[i]);
-        // torch's lerp for weights below 0.5.
-        let mi = m[i] + s.one_minus_beta1 * (g - m[i]);
-        let vi = v[i] * s.beta2 + s.one_minus_beta2 * g * g;
+        let (mi, vi) = s.moments(g, m[i], v[i]);
         m[i] = mi;
         v[i] = vi;
         let second = if AMSGRAD {
@@ -279,7 +293,6 @@ fn adam<T: Real, const AMSGRAD: bool, const REGULARIZE: bool>(
         } else {
             vi
         };
-        let denom = second.sqrt() / s.bias_correction2_sqrt + s.eps;
-        param[i] = p + s.neg_step_size * mi / denom;
+        param[i] = s.moved(p, mi, second);
     });
 }

@@ -185,40 +185,39 @@ impl<S: Copy> MixedJob<S> {
                     lowp::load(self.param, self.param_storage, a, &mut param[..n]);
                     &mut param[..n]
                 };
-                if let [SlotPtr::Int8 {
-                    codes: m_codes,
-                    scales: m_scales,
-                    signed: true,
-                }, SlotPtr::Int8 {
-                    codes: v_codes,
-                    scales: v_scales,
-                    signed: false,
-                }, SlotPtr::Unused] = self.state
-                {
-                    let fused = [(m_codes, m_scales, 1), (v_codes, v_scales, 2)].map(
-                        |(codes, scales, stream)| lowp::Int8Slot {
-                            codes: std::slice::from_raw_parts_mut(codes.add(a), n),
-                            scale: &mut *scales.add(a / QBLOCK),
-                            rotate: lowp::rotation(stream),
-                        },
-                    );
-                    if A::update_int8(p, g, fused, random, &self.scalars) {
-                        self.finish_block(a, n, p, param_sr, random);
-                        a = b;
-                        continue;
+                // A rule's fused block for its two compressed moments, if it has one.
+                let fused = match self.state {
+                    [SlotPtr::Int8 {
+                        codes: m_codes,
+                        scales: m_scales,
+                        signed: true,
+                    }, SlotPtr::Int8 {
+                        codes: v_codes,
+                        scales: v_scales,
+                        signed: false,
+                    }, SlotPtr::Unused] => {
+                        let slots = [(m_codes, m_scales, 1), (v_codes, v_scales, 2)].map(
+                            |(codes, scales, stream)| lowp::Int8Slot {
+                                codes: std::slice::from_raw_parts_mut(codes.add(a), n),
+                                scale: &mut *scales.add(a / QBLOCK),
+                                rotate: lowp::rotation(stream),
+                            },
+                        );
+                        A::update_int8(p, g, slots, random, &self.scalars)
                     }
-                }
-                if let [SlotPtr::Bf16(m_bits), SlotPtr::Bf16(v_bits), SlotPtr::Unused] = self.state
-                {
-                    let bits =
-                        [m_bits, v_bits].map(|b| std::slice::from_raw_parts_mut(b.add(a), n));
-                    let rotate = [lowp::rotation(1), lowp::rotation(2)];
-                    let stochastic = r.stochastic.then_some((random, rotate));
-                    if A::update_bf16(p, g, bits, stochastic, &self.scalars) {
-                        self.finish_block(a, n, p, param_sr, random);
-                        a = b;
-                        continue;
+                    [SlotPtr::Bf16(m_bits), SlotPtr::Bf16(v_bits), SlotPtr::Unused] => {
+                        let bits =
+                            [m_bits, v_bits].map(|b| std::slice::from_raw_parts_mut(b.add(a), n));
+                        let rotate = [lowp::rotation(1), lowp::rotation(2)];
+                        let stochastic = r.stochastic.then_some((random, rotate));
+                        A::update_bf16(p, g, bits, stochastic, &self.scalars)
                     }
+                    _ => false,
+                };
+                if fused {
+                    self.finish_block(a, n, p, param_sr, random);
+                    a = b;
+                    continue;
                 }
                 let [s0, s1, s2] = &mut slots;
                 let mut views: [&mut [f32]; MAX_SLOTS] = [&mut [], &mut [], &mut []];
