@@ -68,6 +68,8 @@ struct Case {
     int8_state: bool,
     stochastic: bool,
     transform: Option<(f32, f32)>,
+    /// Grads in bfloat16 (else float32).
+    bf16_grads: bool,
 }
 
 fn run<A: Algorithm<Hyper = AdamHyper>>(hyper: &AdamHyper, n: usize, case: Case) -> Run {
@@ -95,6 +97,11 @@ fn run<A: Algorithm<Hyper = AdamHyper>>(hyper: &AdamHyper, n: usize, case: Case)
                 }
             })
             .collect();
+        let grad16: Vec<u16> = grad.iter().map(|&g| lowp::f32_to_bf16(g)).collect();
+        let grad_in = match case.bf16_grads {
+            false => (grad.as_ptr() as *const u8, Storage::F32),
+            true => (grad16.as_ptr() as *const u8, Storage::Bf16),
+        };
         let fresh = [step == 1; MAX_SLOTS];
         let scalars = A::scalars::<f32>(hyper, step, fresh);
         let param = match case.bf16_params {
@@ -131,7 +138,7 @@ fn run<A: Algorithm<Hyper = AdamHyper>>(hyper: &AdamHyper, n: usize, case: Case)
         let mut jobs = vec![unsafe {
             MixedJob::new(
                 param,
-                (grad.as_ptr() as *const u8, Storage::F32),
+                grad_in,
                 if case.master {
                     r.master.as_mut_ptr()
                 } else {
@@ -170,16 +177,21 @@ fn fused_adam_blocks_equal_the_generic_path_bit_for_bit() {
     for hyper in &hypers {
         for n in [1, 255, 256, 3 * QBLOCK + 17] {
             for int8_state in [true, false] {
-                // (bf16 params, master, average, stochastic, transform)
-                for (bf16_params, master, average, stochastic, transform) in [
-                    (false, false, false, false, None),
-                    (false, false, false, false, Some((0.5, 0.004))),
-                    (false, false, true, true, None),
-                    (true, false, false, false, None),
-                    (true, false, false, true, None),
-                    (true, false, true, true, None),
-                    (true, true, false, false, None),
-                    (true, true, true, true, Some((2.0, 0.01))),
+                // (bf16 params, master, average, stochastic, transform, bf16 grads):
+                // every way the fused loops read params and grads.
+                for (bf16_params, master, average, stochastic, transform, bf16_grads) in [
+                    (false, false, false, false, None, false),
+                    (false, false, false, false, Some((0.5, 0.004)), false),
+                    (false, false, true, true, None, false),
+                    (true, false, false, false, None, false),
+                    (true, false, false, true, None, false),
+                    (true, false, false, true, None, true),
+                    (true, false, false, false, None, true),
+                    (true, false, true, true, None, false),
+                    (true, true, false, false, None, false),
+                    (true, true, false, true, None, true),
+                    (true, true, true, true, Some((2.0, 0.01)), false),
+                    (true, true, false, false, Some((2.0, 0.01)), true),
                 ] {
                     let case = Case {
                         bf16_params,
@@ -188,6 +200,7 @@ fn fused_adam_blocks_equal_the_generic_path_bit_for_bit() {
                         int8_state,
                         stochastic,
                         transform,
+                        bf16_grads,
                     };
                     let fused = run::<Adam>(hyper, n, case);
                     let generic = run::<Generic<Adam>>(hyper, n, case);
