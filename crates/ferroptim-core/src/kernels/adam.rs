@@ -251,8 +251,7 @@ fn adam_int8<const REGULARIZE: bool>(
     let (param, grad) = (&mut param[..n], &grad[..n]);
     let (m_codes, v_codes) = (&m.codes[..n], &v.codes[..n]);
     let (m_scale, v_scale) = (*m.scale, *v.scale);
-    let mut m_new = [0f32; QBLOCK];
-    let mut v_new = [0f32; QBLOCK];
+    let (m_new, v_new) = (&mut m.values[..n], &mut v.values[..n]);
     let (mut m_top, mut v_top) = (0u32, 0u32);
     for i in 0..n {
         let m_old = lowp::decode(m_codes[i], true) * m_scale;
@@ -265,8 +264,8 @@ fn adam_int8<const REGULARIZE: bool>(
         v_top = v_top.max(lowp::magnitude_bits(vi));
         param[i] = s.moved(p, mi, vi);
     }
-    *m.scale = lowp::encode_block(&m_new[..n], m_top, m.codes, true, random, m.rotate);
-    *v.scale = lowp::encode_block(&v_new[..n], v_top, v.codes, false, random, v.rotate);
+    *m.scale = lowp::encode_block(m_new, m_top, m.codes, true, random, m.rotate);
+    *v.scale = lowp::encode_block(v_new, v_top, v.codes, false, random, v.rotate);
 }
 
 #[inline(always)]

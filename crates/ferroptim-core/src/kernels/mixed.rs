@@ -196,13 +196,17 @@ impl<S: Copy> MixedJob<S> {
                         scales: v_scales,
                         signed: false,
                     }, SlotPtr::Unused] => {
-                        let slots = [(m_codes, m_scales, 1), (v_codes, v_scales, 2)].map(
-                            |(codes, scales, stream)| lowp::Int8Slot {
-                                codes: std::slice::from_raw_parts_mut(codes.add(a), n),
-                                scale: &mut *scales.add(a / QBLOCK),
-                                rotate: lowp::rotation(stream),
-                            },
-                        );
+                        let [m_values, v_values, _] = &mut slots;
+                        let slots = [
+                            (m_codes, m_scales, 1, &mut m_values[..]),
+                            (v_codes, v_scales, 2, &mut v_values[..]),
+                        ]
+                        .map(|(codes, scales, stream, values)| lowp::Int8Slot {
+                            codes: std::slice::from_raw_parts_mut(codes.add(a), n),
+                            scale: &mut *scales.add(a / QBLOCK),
+                            rotate: lowp::rotation(stream),
+                            values,
+                        });
                         A::update_int8(p, g, slots, random, &self.scalars)
                     }
                     [SlotPtr::Bf16(m_bits), SlotPtr::Bf16(v_bits), SlotPtr::Unused] => {

@@ -236,5 +236,6 @@ fn rtol<T: Real>() -> f64 {
 }
 
 mod fused;
+mod lowp_codec;
 mod multi_tensor;
 mod rules;
