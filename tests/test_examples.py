@@ -149,8 +149,25 @@ def test_transfer_pretrains_on_digit_and_pose(torch: Any) -> None:
     data = _example("cnn_digits").load_digits_images(0)
     X, y = data["X_train"], data["y_train"]
     base, acc = transfer.pretrain(X[y < 5][:64], y[y < 5][:64], epochs=1, seed=0)
-    assert base.head[-1].out_features == 40  # 5 digits x 8 symmetries
+    # 5 digits x 8 symmetries, then 25 top/bottom and 25 left/right half-swaps
+    assert base.head[-1].out_features == transfer.N_SOURCE_CLASSES == 90
     assert 0 <= acc <= 1
+
+
+def test_half_swaps_join_two_images_and_label_both() -> None:
+    transfer = _example("transfer_digits")
+    X = np.stack([np.full((1, 8, 8), v, dtype=np.float32) for v in (1.0, 2.0, 3.0)])
+    y = np.array([0, 1, 4])
+    for axis in (0, 1):
+        Z, labels = transfer.half_swaps(X, y, 50, axis, np.random.default_rng(0))
+        assert Z.shape == (50, 1, 8, 8) and labels.min() >= 0 and labels.max() <= 24
+        for z, label in zip(Z[:, 0], labels, strict=True):
+            first, second = (z[0, 0], z[7, 7])
+            # The first 3-5 rows (columns) from one image, the rest from the other.
+            line = z[:, 0] if axis == 0 else z[0, :]
+            assert np.array_equal(line, np.sort(line)[:: 1 if first < second else -1])
+            assert first == second or 3 <= int(np.sum(line == first)) <= 5
+            assert label == 5 * y[int(first) - 1] + y[int(second) - 1]
 
 
 def test_transfer_control_fine_tunes_a_random_base(
@@ -169,8 +186,8 @@ def test_transfer_control_fine_tunes_a_random_base(
 
     monkeypatch.setattr(transfer, "fine_tune", spy)
     run = transfer.run_seed(0, 2, base, (1, 1))
-    # Cross-validation and the transfer arm use the pretrained base; the
-    # last call, the control, the same recipe on a fresh random one.
+    # The transfer arm uses the pretrained base; the last call, the
+    # control, the same recipe on a fresh random one.
     assert all(b is base for b in bases[:-1]) and bases[-1] is not base
     w = bases[-1].features[0].weight
     assert not torch.equal(w, base.features[0].weight)
