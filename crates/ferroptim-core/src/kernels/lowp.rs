@@ -322,8 +322,8 @@ pub struct Int8Slot<'a> {
     pub scale: &'a mut f32,
     /// The stream rotation of this slot's random bits ([`rotation`]).
     pub rotate: u32,
-    /// Room for the block's new values until they are encoded (the
-    /// caller's, so it is not zeroed for every block).
+    /// Room for the block's new values until they are encoded, at least
+    /// `codes.len()` long (the caller's, so it is not zeroed for every block).
     pub values: &'a mut [f32],
 }
 
