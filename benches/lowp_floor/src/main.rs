@@ -3,7 +3,7 @@
 //!
 //! Issue #14's target (2.0x torch fused AdamW on float32, 16M params, two
 //! threads) needs the step in about 4.25 ms, so each of the two cores may
-//! spend at most 0.51 ns per param even if memory were free. This program
+//! spend at most about 0.5 ns per param even if memory were free. This program
 //! measures, on one core with a cache-resident tensor:
 //!
 //! - `library`: ferroptim-core's own mixed pass (`mixed::run::<Adam>`);
