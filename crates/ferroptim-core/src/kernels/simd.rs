@@ -112,7 +112,7 @@ unsafe fn with_avx2<R>(body: impl FnOnce() -> R) -> R {
 }
 
 /// Asks the CPU to start loading `bytes` bytes from `ptr` into cache, so
-/// memory arrives while other work computes: the next block of the mixed
+/// memory arrives while other work computes: blocks ahead in the mixed
 /// pass (a lot of work per byte, the hardware prefetcher falls behind) and
 /// the next small tensors of a multi-tensor step (a few cache lines each, at
 /// scattered addresses: too short for the hardware prefetcher to learn).
