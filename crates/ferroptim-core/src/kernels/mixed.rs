@@ -161,7 +161,7 @@ impl<S: Copy> MixedJob<S> {
             let n = b - a;
             // SAFETY: `[a, b)` lies within `[lo, hi)`, which the caller owns.
             unsafe {
-                let ahead = b + (PREFETCH_AHEAD - 1) * QBLOCK;
+                let ahead = a + PREFETCH_AHEAD * QBLOCK;
                 if ahead < hi {
                     self.prefetch_block(ahead, (hi - ahead).min(QBLOCK));
                 }
